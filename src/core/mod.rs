@@ -1,0 +1,1246 @@
+//! `RaftCore`: one replica of one group as a pure, synchronous state machine.
+//!
+//! Time advances only through [`RaftCore::tick`]; input arrives through [`RaftCore::step`],
+//! [`RaftCore::propose`] and [`RaftCore::read_index`]; output leaves through [`RaftCore::ready`]. The core
+//! reads the durable log through a [`LogView`] and never writes, sleeps, or reads a clock.
+
+pub mod log;
+pub mod progress;
+pub mod quorum;
+mod rng;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::config::{ReadMode, ValidConfig};
+use crate::error::{Error, StorageError};
+use crate::message::{
+    AppendRequest, AppendResponse, Envelope, Heartbeat, HeartbeatResponse, Message, Rpc,
+    VoteRequest, VoteResponse,
+};
+use crate::ready::{Persisted, ReadId, ReadState, Ready, SoftState};
+use crate::storage::LogView;
+use crate::types::{
+    Entry, EntryPayload, HardState, Index, LogId, Membership, RaftTypeConfig, Role, Term,
+};
+
+use self::log::RaftLog;
+use self::progress::{Progress, ProgressState};
+use self::quorum::{joint_committed, joint_vote, VoteResult};
+use self::rng::SplitMix64;
+
+/// A read waiting for its leadership confirmation.
+#[derive(Debug, Clone, Copy)]
+struct PendingRead {
+    id: ReadId,
+    index: Index,
+}
+
+/// A snapshot of one replica's state, for metrics and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status<C: RaftTypeConfig> {
+    pub id: C::NodeId,
+    pub role: Role,
+    pub leader: Option<C::NodeId>,
+    pub term: Term,
+    pub vote: Option<C::NodeId>,
+    pub commit: Index,
+    pub applied: Index,
+    pub last_index: Index,
+}
+
+/// One replica of one Raft group. See the [crate documentation](crate) for the driving loop.
+pub struct RaftCore<C: RaftTypeConfig, S: LogView<C>> {
+    id: C::NodeId,
+    config: ValidConfig,
+    log: RaftLog<C, S>,
+    term: Term,
+    vote: Option<C::NodeId>,
+    role: Role,
+    leader: Option<C::NodeId>,
+    membership: Membership<C>,
+
+    /// Leader only: the replication progress of every other replica.
+    progress: BTreeMap<C::NodeId, Progress>,
+    /// Leader only: the last index durable on this replica (counts toward the commit quorum).
+    self_match: Index,
+    /// Candidates only: the answers received in this election.
+    votes: BTreeMap<C::NodeId, bool>,
+
+    election_elapsed: u32,
+    heartbeat_elapsed: u32,
+    randomized_election_timeout: u32,
+    rng: SplitMix64,
+
+    /// Leader only: a leadership transfer in progress and the ticks it has taken.
+    transferee: Option<C::NodeId>,
+    transfer_elapsed: u32,
+
+    /// Leader only: bytes of entries appended but not yet handed out for apply.
+    uncommitted_bytes: usize,
+    /// Leader only: entries were appended since the last broadcast.
+    pending_append: bool,
+    /// Leader only: the commit index moved since the last broadcast.
+    pending_commit_broadcast: bool,
+
+    next_read_id: u64,
+    /// Reads that arrived before the leader committed an entry of its term.
+    reads_awaiting_commit: Vec<ReadId>,
+    /// Reads waiting for a quorum of heartbeat answers, in id order.
+    reads_awaiting_quorum: VecDeque<PendingRead>,
+    /// Leader only: a heartbeat carrying the newest read id must go out.
+    pending_read_broadcast: bool,
+    /// Confirmed reads, released once the state machine reaches their index.
+    confirmed_reads: VecDeque<ReadState>,
+    aborted_reads: Vec<ReadId>,
+
+    /// Messages that may leave at once, and those that must wait for durability.
+    messages: Vec<Envelope<C>>,
+    messages_after_persist: Vec<Envelope<C>>,
+
+    prev_hard_state: HardState<C>,
+    prev_soft_state: SoftState<C>,
+    /// The id of the Ready handed out and not yet advanced.
+    outstanding_ready: Option<u64>,
+    next_ready_id: u64,
+}
+
+impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
+    /// Creates a replica from its durable state. `applied` is the index the state machine has already
+    /// applied (it reports it on open), so that nothing is applied twice. `seed` drives election jitter.
+    pub fn new(
+        id: C::NodeId,
+        config: ValidConfig,
+        storage: S,
+        applied: Index,
+        seed: u64,
+    ) -> Result<Self, Error<C>> {
+        let initial = storage.initial_state()?;
+        let hs = initial.hard_state;
+        let last = storage.last_index()?;
+        if hs.commit > last {
+            return Err(Error::CorruptState {
+                reason: format!("commit index {} is past the last log index {last}", hs.commit),
+            });
+        }
+        if applied > last {
+            return Err(Error::CorruptState {
+                reason: format!("applied index {applied} is past the last log index {last}"),
+            });
+        }
+        // The state machine may have applied entries whose commit index was not yet persisted: they were
+        // committed, so the commit index can only be at least that high.
+        let committed = hs.commit.max(applied);
+        let log = RaftLog::new(storage, committed, applied)?;
+        let mut membership = initial.membership;
+        // The newest membership entry in the log is in force, committed or not (Raft thesis §4.1).
+        if let Some(m) = Self::latest_membership_in_log(&log)? {
+            membership = m;
+        }
+        let mut core = RaftCore {
+            id,
+            config,
+            log,
+            term: hs.term,
+            vote: hs.vote,
+            role: Role::Follower,
+            leader: None,
+            membership,
+            progress: BTreeMap::new(),
+            self_match: 0,
+            votes: BTreeMap::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: 0,
+            rng: SplitMix64::new(seed),
+            transferee: None,
+            transfer_elapsed: 0,
+            uncommitted_bytes: 0,
+            pending_append: false,
+            pending_commit_broadcast: false,
+            next_read_id: 1,
+            reads_awaiting_commit: Vec::new(),
+            reads_awaiting_quorum: VecDeque::new(),
+            pending_read_broadcast: false,
+            confirmed_reads: VecDeque::new(),
+            aborted_reads: Vec::new(),
+            messages: Vec::new(),
+            messages_after_persist: Vec::new(),
+            prev_hard_state: HardState {
+                term: hs.term,
+                vote: hs.vote,
+                commit: committed,
+            },
+            prev_soft_state: SoftState {
+                role: Role::Follower,
+                leader: None,
+            },
+            outstanding_ready: None,
+            next_ready_id: 1,
+        };
+        core.reset_election_timer();
+        Ok(core)
+    }
+
+    fn latest_membership_in_log(log: &RaftLog<C, S>) -> Result<Option<Membership<C>>, StorageError> {
+        let first = log.first_index()?;
+        let last = log.last_index()?;
+        let mut index = last;
+        while index >= first && index > 0 {
+            let batch_low = index.saturating_sub(63).max(first);
+            let entries = log.slice(batch_low, index + 1, usize::MAX)?;
+            for entry in entries.iter().rev() {
+                if let EntryPayload::Membership(m) = &entry.payload {
+                    return Ok(Some(m.clone()));
+                }
+            }
+            if batch_low == first {
+                break;
+            }
+            index = batch_low - 1;
+        }
+        Ok(None)
+    }
+
+    // ----- observation -----
+
+    pub fn id(&self) -> C::NodeId {
+        self.id
+    }
+
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn leader(&self) -> Option<C::NodeId> {
+        self.leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    pub fn membership(&self) -> &Membership<C> {
+        &self.membership
+    }
+
+    pub fn commit_index(&self) -> Index {
+        self.log.committed
+    }
+
+    pub fn applied_index(&self) -> Index {
+        self.log.applied
+    }
+
+    /// The log view the core reads; the caller writes to the storage behind it.
+    pub fn storage(&self) -> &S {
+        &self.log.storage
+    }
+
+    pub fn status(&self) -> Result<Status<C>, Error<C>> {
+        Ok(Status {
+            id: self.id,
+            role: self.role,
+            leader: self.leader,
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+            applied: self.log.applied,
+            last_index: self.log.last_index()?,
+        })
+    }
+
+    /// The progress of `peer` as seen by this leader.
+    pub fn progress(&self, peer: C::NodeId) -> Option<&Progress> {
+        self.progress.get(&peer)
+    }
+
+    fn hard_state(&self) -> HardState<C> {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    fn soft_state(&self) -> SoftState<C> {
+        SoftState {
+            role: self.role,
+            leader: self.leader,
+        }
+    }
+
+    fn election_timeout(&self) -> u32 {
+        self.config.election_timeout_min_ticks
+    }
+
+    // ----- time -----
+
+    /// Advances the replica's clock by one tick.
+    pub fn tick(&mut self) -> Result<(), Error<C>> {
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => {
+                self.election_elapsed = self.election_elapsed.saturating_add(1);
+                if self.election_elapsed >= self.randomized_election_timeout && self.is_promotable()
+                {
+                    self.start_election(false)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn tick_leader(&mut self) -> Result<(), Error<C>> {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.election_timeout() {
+            self.election_elapsed = 0;
+            if self.config.check_quorum && !self.quorum_recently_active() {
+                tracing::debug!(id = ?self.id, term = self.term, "check-quorum failed; stepping down");
+                self.become_follower(self.term, None);
+                return Ok(());
+            }
+        }
+        if let Some(target) = self.transferee {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.election_timeout() {
+                tracing::debug!(id = ?self.id, ?target, "leadership transfer timed out");
+                self.transferee = None;
+            }
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+        Ok(())
+    }
+
+    /// True if a quorum (counting this leader) was heard from since the last check; resets the marks.
+    fn quorum_recently_active(&mut self) -> bool {
+        let me = self.id;
+        let progress = &self.progress;
+        let result = joint_vote(
+            &self.membership.voters,
+            &self.membership.outgoing_voters,
+            |id| {
+                if id == me {
+                    Some(true)
+                } else {
+                    Some(progress.get(&id).is_some_and(|p| p.recent_active))
+                }
+            },
+        );
+        for p in self.progress.values_mut() {
+            p.recent_active = false;
+        }
+        result == VoteResult::Won
+    }
+
+    fn is_promotable(&self) -> bool {
+        self.membership.is_voter(self.id)
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.randomized_election_timeout = self.rng.in_range(
+            u64::from(self.config.election_timeout_min_ticks),
+            u64::from(self.config.election_timeout_max_ticks),
+        ) as u32;
+    }
+
+    // ----- role transitions -----
+
+    fn reset(&mut self, term: Term) {
+        if self.term != term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.leader = None;
+        self.heartbeat_elapsed = 0;
+        self.reset_election_timer();
+        self.votes.clear();
+        self.progress.clear();
+        self.transferee = None;
+        self.transfer_elapsed = 0;
+        self.uncommitted_bytes = 0;
+        self.pending_append = false;
+        self.pending_commit_broadcast = false;
+        self.pending_read_broadcast = false;
+        // Unconfirmed reads can never be confirmed by this replica now. Confirmed ones stay valid.
+        self.aborted_reads.extend(self.reads_awaiting_commit.drain(..));
+        self.aborted_reads
+            .extend(self.reads_awaiting_quorum.drain(..).map(|r| r.id));
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<C::NodeId>) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    fn start_election(&mut self, leader_transfer: bool) -> Result<(), Error<C>> {
+        if self.config.pre_vote && !leader_transfer {
+            self.reset(self.term);
+            self.role = Role::PreCandidate;
+            tracing::debug!(id = ?self.id, term = self.term, "starting pre-vote");
+            self.request_votes(true, false)
+        } else {
+            self.campaign(leader_transfer)
+        }
+    }
+
+    fn campaign(&mut self, leader_transfer: bool) -> Result<(), Error<C>> {
+        self.reset(self.term + 1);
+        self.role = Role::Candidate;
+        self.vote = Some(self.id);
+        tracing::debug!(id = ?self.id, term = self.term, "starting election");
+        self.request_votes(false, leader_transfer)
+    }
+
+    fn request_votes(&mut self, pre_vote: bool, leader_transfer: bool) -> Result<(), Error<C>> {
+        let last_log = self.log.last_log_id()?;
+        let term = if pre_vote { self.term + 1 } else { self.term };
+        self.votes.insert(self.id, true);
+        if self.tally_votes() == VoteResult::Won {
+            return self.on_election_won(pre_vote);
+        }
+        let voters: Vec<C::NodeId> = self
+            .membership
+            .voters
+            .iter()
+            .chain(self.membership.outgoing_voters.iter())
+            .copied()
+            .filter(|id| *id != self.id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for to in voters {
+            // A vote request commits this replica to its new term and self-vote: it leaves only once they
+            // are durable.
+            self.messages_after_persist.push(Envelope {
+                to,
+                message: Message {
+                    term,
+                    rpc: Rpc::VoteRequest(VoteRequest {
+                        last_log,
+                        pre_vote,
+                        leader_transfer,
+                    }),
+                },
+            });
+        }
+        Ok(())
+    }
+
+    fn tally_votes(&self) -> VoteResult {
+        joint_vote(
+            &self.membership.voters,
+            &self.membership.outgoing_voters,
+            |id| self.votes.get(&id).copied(),
+        )
+    }
+
+    fn on_election_won(&mut self, pre_vote: bool) -> Result<(), Error<C>> {
+        if pre_vote {
+            self.campaign(false)
+        } else {
+            self.become_leader()
+        }
+    }
+
+    fn become_leader(&mut self) -> Result<(), Error<C>> {
+        let term = self.term;
+        self.reset(term);
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        let last = self.log.last_index()?;
+        for peer in self.membership.replicas() {
+            if peer != self.id {
+                self.progress.insert(peer, Progress::new(last + 1));
+            }
+        }
+        self.self_match = self.log.stable_last_index()?;
+        tracing::debug!(id = ?self.id, term, "became leader");
+        // Raft §5.4.2: a blank entry of the new term lets the leader commit everything before it.
+        self.append_as_leader(vec![EntryPayload::Blank])?;
+        Ok(())
+    }
+
+    // ----- input -----
+
+    /// Handles a message from `from`.
+    ///
+    /// Stale messages are dropped silently, as the paper prescribes. A message that no honest peer could
+    /// send returns an error and changes nothing that matters; it never panics.
+    pub fn step(&mut self, from: C::NodeId, message: Message<C>) -> Result<(), Error<C>> {
+        if from == self.id {
+            return Err(Error::ProtocolViolation {
+                from,
+                term: message.term,
+                reason: "a message from this replica's own id".into(),
+            });
+        }
+        if message.term > self.term {
+            match &message.rpc {
+                Rpc::VoteRequest(req) => {
+                    let in_lease = self.config.check_quorum
+                        && self.leader.is_some()
+                        && self.election_elapsed < self.election_timeout();
+                    if in_lease && !req.leader_transfer {
+                        // Our leader is alive: a vote request now comes from a disruptive node.
+                        tracing::trace!(id = ?self.id, ?from, "ignoring vote request within leader lease");
+                        return Ok(());
+                    }
+                    if !req.pre_vote {
+                        self.become_follower(message.term, None);
+                    }
+                }
+                Rpc::VoteResponse(resp) if resp.pre_vote && resp.granted => {
+                    // A granted pre-vote carries the term we would campaign in; nothing to adopt.
+                }
+                Rpc::AppendRequest(_) | Rpc::Heartbeat(_) => {
+                    self.become_follower(message.term, Some(from));
+                }
+                _ => self.become_follower(message.term, None),
+            }
+        } else if message.term < self.term {
+            return self.step_stale(from, message);
+        }
+
+        match message.rpc {
+            Rpc::VoteRequest(req) => self.handle_vote_request(from, message.term, req),
+            Rpc::VoteResponse(resp) => self.handle_vote_response(from, message.term, resp),
+            Rpc::AppendRequest(req) => self.handle_append_request(from, req),
+            Rpc::AppendResponse(resp) => self.handle_append_response(from, resp),
+            Rpc::Heartbeat(hb) => self.handle_heartbeat(from, hb),
+            Rpc::HeartbeatResponse(resp) => self.handle_heartbeat_response(from, resp),
+            Rpc::TimeoutNow => self.handle_timeout_now(from),
+        }
+    }
+
+    /// A message from an older term.
+    fn step_stale(&mut self, from: C::NodeId, message: Message<C>) -> Result<(), Error<C>> {
+        match message.rpc {
+            Rpc::AppendRequest(_) | Rpc::Heartbeat(_)
+                if self.config.check_quorum || self.config.pre_vote =>
+            {
+                // A deposed leader that was cut off may never learn of the new term otherwise: with
+                // pre-vote or check-quorum, nobody raises the term to reach it. Tell it.
+                self.send_after_persist(
+                    from,
+                    Rpc::HeartbeatResponse(HeartbeatResponse { read_seq: 0 }),
+                );
+            }
+            Rpc::VoteRequest(req) if req.pre_vote => {
+                self.send_after_persist(
+                    from,
+                    Rpc::VoteResponse(VoteResponse {
+                        pre_vote: true,
+                        granted: false,
+                    }),
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn send_after_persist(&mut self, to: C::NodeId, rpc: Rpc<C>) {
+        self.messages_after_persist.push(Envelope {
+            to,
+            message: Message {
+                term: self.term,
+                rpc,
+            },
+        });
+    }
+
+    fn send_now(&mut self, to: C::NodeId, rpc: Rpc<C>) {
+        self.messages.push(Envelope {
+            to,
+            message: Message {
+                term: self.term,
+                rpc,
+            },
+        });
+    }
+
+    fn handle_vote_request(
+        &mut self,
+        from: C::NodeId,
+        term: Term,
+        req: VoteRequest,
+    ) -> Result<(), Error<C>> {
+        // A repeated request from the candidate we voted for, or a fresh vote, or a pre-vote for a later
+        // term. The latter changes nothing here.
+        let can_vote = self.vote == Some(from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (req.pre_vote && term > self.term);
+        let granted = can_vote && self.log.is_up_to_date(req.last_log)?;
+        let response_term = if req.pre_vote && granted {
+            term
+        } else {
+            self.term
+        };
+        if granted && !req.pre_vote {
+            self.vote = Some(from);
+            self.election_elapsed = 0;
+        }
+        tracing::trace!(id = ?self.id, ?from, term, granted, pre_vote = req.pre_vote, "vote request");
+        self.messages_after_persist.push(Envelope {
+            to: from,
+            message: Message {
+                term: response_term,
+                rpc: Rpc::VoteResponse(VoteResponse {
+                    pre_vote: req.pre_vote,
+                    granted,
+                }),
+            },
+        });
+        Ok(())
+    }
+
+    fn handle_vote_response(
+        &mut self,
+        from: C::NodeId,
+        term: Term,
+        resp: VoteResponse,
+    ) -> Result<(), Error<C>> {
+        let expecting = match self.role {
+            Role::PreCandidate => resp.pre_vote && (!resp.granted || term == self.term + 1),
+            Role::Candidate => !resp.pre_vote && term == self.term,
+            _ => false,
+        };
+        if !expecting {
+            return Ok(()); // a late answer to an election that is over
+        }
+        if !self.membership.is_voter(from) {
+            return Err(Error::UnknownSender { from });
+        }
+        self.votes.insert(from, resp.granted);
+        match self.tally_votes() {
+            VoteResult::Won => self.on_election_won(resp.pre_vote),
+            VoteResult::Lost => {
+                self.become_follower(self.term, None);
+                Ok(())
+            }
+            VoteResult::Pending => Ok(()),
+        }
+    }
+
+    fn handle_append_request(
+        &mut self,
+        from: C::NodeId,
+        req: AppendRequest<C>,
+    ) -> Result<(), Error<C>> {
+        if self.role == Role::Leader {
+            return Err(Error::ProtocolViolation {
+                from,
+                term: self.term,
+                reason: "a second leader in this replica's term".into(),
+            });
+        }
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.election_elapsed = 0;
+
+        let committed = self.log.committed;
+        if req.prev.index < committed {
+            // Everything up to the commit index matches the leader (Leader Completeness).
+            self.send_after_persist(
+                from,
+                Rpc::AppendResponse(AppendResponse::Accepted {
+                    match_index: committed,
+                }),
+            );
+            return Ok(());
+        }
+        if !self.log.matches(req.prev)? {
+            let hint = self.log.find_conflict_by_term(req.prev.index, req.prev.term)?;
+            self.send_after_persist(
+                from,
+                Rpc::AppendResponse(AppendResponse::Rejected {
+                    rejected: req.prev,
+                    hint,
+                }),
+            );
+            return Ok(());
+        }
+        if let Some(bad) = req.entries.iter().enumerate().find(|(i, e)| {
+            e.index != req.prev.index + 1 + *i as Index || e.term > self.term || e.term < req.prev.term
+        }) {
+            return Err(Error::ProtocolViolation {
+                from,
+                term: self.term,
+                reason: format!("malformed entries in append at position {}", bad.0),
+            });
+        }
+        let last_new = req.prev.index + req.entries.len() as Index;
+        if let Some(conflict) = self.log.find_conflict(&req.entries)? {
+            if conflict <= committed {
+                return Err(Error::ProtocolViolation {
+                    from,
+                    term: self.term,
+                    reason: format!("append conflicts with committed entry {conflict}"),
+                });
+            }
+            let skip = (conflict - req.prev.index - 1) as usize;
+            self.log.append(&req.entries[skip..]);
+            self.on_entries_appended(&req.entries[skip..]);
+        }
+        self.log.commit_to(req.commit.min(last_new))?;
+        self.send_after_persist(
+            from,
+            Rpc::AppendResponse(AppendResponse::Accepted {
+                match_index: last_new,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Membership entries take effect as soon as they are in the log (Raft thesis §4.1).
+    fn on_entries_appended(&mut self, entries: &[Entry<C>]) {
+        if let Some(m) = entries.iter().rev().find_map(|e| match &e.payload {
+            EntryPayload::Membership(m) => Some(m),
+            _ => None,
+        }) {
+            self.membership = m.clone();
+        }
+    }
+
+    fn handle_append_response(
+        &mut self,
+        from: C::NodeId,
+        resp: AppendResponse,
+    ) -> Result<(), Error<C>> {
+        if self.role != Role::Leader {
+            return Ok(());
+        }
+        let last = self.log.last_index()?;
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return Err(Error::UnknownSender { from });
+        };
+        pr.recent_active = true;
+        match resp {
+            AppendResponse::Rejected { rejected, hint } => {
+                // Skip the follower's whole conflicting term, and ours: one round trip per term.
+                let hint = if hint.index > last {
+                    LogId::new(hint.term, last)
+                } else {
+                    hint
+                };
+                let match_hint = self.log.find_conflict_by_term(hint.index, hint.term)?;
+                let pr = self.progress.get_mut(&from).expect("checked above");
+                if pr.maybe_decrease_to(rejected.index, match_hint.index) {
+                    tracing::trace!(id = ?self.id, ?from, next = pr.next_index, "append rejected; backtracking");
+                    self.send_append(from, true)?;
+                }
+            }
+            AppendResponse::Accepted { match_index } => {
+                if match_index > last {
+                    return Err(Error::ProtocolViolation {
+                        from,
+                        term: self.term,
+                        reason: format!("acknowledged index {match_index} past our last {last}"),
+                    });
+                }
+                let max_inflight = self.config.max_inflight_appends;
+                let was_paused = pr.is_paused(max_inflight);
+                if !pr.maybe_update(match_index) {
+                    return Ok(());
+                }
+                if pr.state == ProgressState::Probe {
+                    pr.become_replicate();
+                }
+                if self.maybe_commit()? {
+                    self.pending_commit_broadcast = true;
+                } else if was_paused {
+                    self.send_append(from, false)?;
+                }
+                while self.send_append(from, false)? {}
+                if self.transferee == Some(from) && match_index == last {
+                    self.send_now(from, Rpc::TimeoutNow);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_heartbeat(&mut self, from: C::NodeId, hb: Heartbeat) -> Result<(), Error<C>> {
+        if self.role == Role::Leader {
+            return Err(Error::ProtocolViolation {
+                from,
+                term: self.term,
+                reason: "a second leader in this replica's term".into(),
+            });
+        }
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.election_elapsed = 0;
+        self.log.commit_to(hb.commit)?;
+        self.send_after_persist(
+            from,
+            Rpc::HeartbeatResponse(HeartbeatResponse {
+                read_seq: hb.read_seq,
+            }),
+        );
+        Ok(())
+    }
+
+    fn handle_heartbeat_response(
+        &mut self,
+        from: C::NodeId,
+        resp: HeartbeatResponse,
+    ) -> Result<(), Error<C>> {
+        if self.role != Role::Leader {
+            return Ok(());
+        }
+        let last = self.log.last_index()?;
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return Err(Error::UnknownSender { from });
+        };
+        pr.recent_active = true;
+        pr.probe_sent = false;
+        if resp.read_seq < self.next_read_id {
+            pr.read_seq = pr.read_seq.max(resp.read_seq);
+        }
+        if pr.match_index < last {
+            self.send_append(from, false)?;
+        }
+        self.confirm_reads();
+        Ok(())
+    }
+
+    fn handle_timeout_now(&mut self, from: C::NodeId) -> Result<(), Error<C>> {
+        if self.role == Role::Leader || !self.is_promotable() {
+            return Ok(());
+        }
+        tracing::debug!(id = ?self.id, ?from, "leadership transferred to us; campaigning now");
+        self.campaign(true)
+    }
+
+    // ----- proposals -----
+
+    /// Proposes one command. Returns the log position it will occupy if it commits; the command is
+    /// committed when an entry with that index *and term* is handed out in `Persisted::committed`.
+    pub fn propose(&mut self, data: C::Data) -> Result<LogId, Error<C>> {
+        let (first, _) = self.propose_batch(std::iter::once(data))?;
+        Ok(first)
+    }
+
+    /// Proposes several commands at once; returns the positions of the first and the last.
+    pub fn propose_batch(
+        &mut self,
+        data: impl IntoIterator<Item = C::Data>,
+    ) -> Result<(LogId, LogId), Error<C>> {
+        self.check_can_propose()?;
+        let payloads: Vec<EntryPayload<C>> = data.into_iter().map(EntryPayload::Normal).collect();
+        self.append_as_leader(payloads)
+    }
+
+    fn check_can_propose(&self) -> Result<(), Error<C>> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.transferee.is_some() {
+            return Err(Error::LeadershipTransferInProgress);
+        }
+        Ok(())
+    }
+
+    fn append_as_leader(
+        &mut self,
+        payloads: Vec<EntryPayload<C>>,
+    ) -> Result<(LogId, LogId), Error<C>> {
+        let last = self.log.last_index()?;
+        let term = self.term;
+        let entries: Vec<Entry<C>> = payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| Entry {
+                term,
+                index: last + 1 + i as Index,
+                payload,
+            })
+            .collect();
+        let Some(first) = entries.first().map(Entry::log_id) else {
+            let id = LogId::new(self.log.term(last)?, last);
+            return Ok((id, id));
+        };
+        let size: usize = entries.iter().map(Entry::size).sum();
+        let limit = self.config.max_uncommitted_bytes;
+        if self.uncommitted_bytes > 0 && self.uncommitted_bytes + size > limit {
+            return Err(Error::UncommittedLimit { limit });
+        }
+        self.uncommitted_bytes += size;
+        let last_id = entries.last().map(Entry::log_id).unwrap_or(first);
+        self.log.append(&entries);
+        self.on_entries_appended(&entries);
+        self.pending_append = true;
+        // A group of one commits as soon as its own write is durable; nothing else to wait for.
+        Ok((first, last_id))
+    }
+
+    /// Recomputes the commit index from the match indexes. Returns true if it moved.
+    fn maybe_commit(&mut self) -> Result<bool, Error<C>> {
+        let me = self.id;
+        let self_match = self.self_match;
+        let progress = &self.progress;
+        let index = joint_committed(
+            &self.membership.voters,
+            &self.membership.outgoing_voters,
+            |id| {
+                if id == me {
+                    self_match
+                } else {
+                    progress.get(&id).map_or(0, |p| p.match_index)
+                }
+            },
+        );
+        if index == Index::MAX {
+            return Ok(false); // no voters at all
+        }
+        let advanced = self.log.maybe_commit(index, self.term)?;
+        if advanced {
+            self.on_commit_in_term();
+        }
+        Ok(advanced)
+    }
+
+    // ----- leadership transfer -----
+
+    /// Asks the leader to hand leadership to `target`: the leader brings it up to date, then tells it to
+    /// campaign at once. Proposals are refused meanwhile; the transfer is abandoned after an election
+    /// timeout.
+    pub fn transfer_leadership(&mut self, target: C::NodeId) -> Result<(), Error<C>> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if target == self.id || self.transferee == Some(target) {
+            return Ok(());
+        }
+        if !self.membership.is_voter(target) {
+            return Err(Error::UnknownSender { from: target });
+        }
+        self.transferee = Some(target);
+        self.transfer_elapsed = 0;
+        // Reset the check-quorum clock so that the transfer has a full election timeout to finish.
+        self.election_elapsed = 0;
+        let last = self.log.last_index()?;
+        if self.progress.get(&target).map(|p| p.match_index) == Some(last) {
+            self.send_now(target, Rpc::TimeoutNow);
+        } else {
+            self.send_append(target, true)?;
+        }
+        Ok(())
+    }
+
+    // ----- reads -----
+
+    /// Starts a linearizable read. The returned id comes back in `Persisted::read_states` with the index the
+    /// state machine must reach before serving the read, or in `Persisted::aborted_reads` if this replica
+    /// loses leadership first.
+    pub fn read_index(&mut self) -> Result<ReadId, Error<C>> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
+        }
+        let id = ReadId(self.next_read_id);
+        self.next_read_id += 1;
+        if self.committed_in_current_term()? {
+            self.start_read(id);
+        } else {
+            // Our commit index may lag the previous leader's until we commit in our own term.
+            self.reads_awaiting_commit.push(id);
+        }
+        Ok(id)
+    }
+
+    fn committed_in_current_term(&self) -> Result<bool, Error<C>> {
+        Ok(self.log.term_if_present(self.log.committed)? == Some(self.term))
+    }
+
+    fn start_read(&mut self, id: ReadId) {
+        let index = self.log.committed;
+        let single_voter = self.membership.voters.len() <= 1 && self.membership.outgoing_voters.len() <= 1;
+        if single_voter || self.config.read_mode == ReadMode::Lease {
+            self.confirmed_reads.push_back(ReadState { id, index });
+        } else {
+            self.reads_awaiting_quorum.push_back(PendingRead { id, index });
+            self.pending_read_broadcast = true;
+        }
+    }
+
+    fn on_commit_in_term(&mut self) {
+        if self.reads_awaiting_commit.is_empty() {
+            return;
+        }
+        for id in std::mem::take(&mut self.reads_awaiting_commit) {
+            self.start_read(id);
+        }
+    }
+
+    /// Releases reads whose id a quorum has echoed in heartbeat answers of this term.
+    fn confirm_reads(&mut self) {
+        if self.reads_awaiting_quorum.is_empty() {
+            return;
+        }
+        let me = self.id;
+        let newest = self.next_read_id - 1;
+        let progress = &self.progress;
+        let confirmed = joint_committed(
+            &self.membership.voters,
+            &self.membership.outgoing_voters,
+            |id| {
+                if id == me {
+                    newest
+                } else {
+                    progress.get(&id).map_or(0, |p| p.read_seq)
+                }
+            },
+        );
+        while let Some(read) = self.reads_awaiting_quorum.front() {
+            if read.id.0 > confirmed {
+                break;
+            }
+            self.confirmed_reads.push_back(ReadState {
+                id: read.id,
+                index: read.index,
+            });
+            self.reads_awaiting_quorum.pop_front();
+        }
+    }
+
+    // ----- sending -----
+
+    /// Sends the next append to `to` if its progress allows. With `send_if_empty`, sends even when there
+    /// are no new entries (to carry the commit index or probe). Returns true if a message was sent.
+    fn send_append(&mut self, to: C::NodeId, send_if_empty: bool) -> Result<bool, Error<C>> {
+        let max_inflight = self.config.max_inflight_appends;
+        let Some(pr) = self.progress.get(&to) else {
+            return Ok(false);
+        };
+        if pr.is_paused(max_inflight) {
+            return Ok(false);
+        }
+        let next = pr.next_index;
+        let prev_index = next - 1;
+        let prev_term = match self.log.term(prev_index) {
+            Ok(t) => t,
+            Err(StorageError::Compacted { .. }) => {
+                self.on_needs_snapshot(to);
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let last = self.log.last_index()?;
+        let entries = match self
+            .log
+            .slice(next, last + 1, self.config.max_append_bytes)
+        {
+            Ok(e) => e,
+            Err(StorageError::Compacted { .. }) => {
+                self.on_needs_snapshot(to);
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if entries.is_empty() && !send_if_empty {
+            return Ok(false);
+        }
+        let sent_last = entries.last().map(|e| e.index);
+        let commit = self.log.committed;
+        if let Some(pr) = self.progress.get_mut(&to) {
+            pr.sent_append(sent_last, max_inflight);
+        }
+        self.send_now(
+            to,
+            Rpc::AppendRequest(AppendRequest {
+                prev: LogId::new(prev_term, prev_index),
+                entries,
+                commit,
+            }),
+        );
+        Ok(sent_last.is_some())
+    }
+
+    fn on_needs_snapshot(&mut self, to: C::NodeId) {
+        if let Some(pr) = self.progress.get_mut(&to) {
+            if pr.state != ProgressState::NeedsSnapshot {
+                tracing::debug!(id = ?self.id, ?to, "follower is behind the compacted log; needs a snapshot");
+                pr.become_needs_snapshot();
+            }
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let read_seq = self.next_read_id - 1;
+        let commit = self.log.committed;
+        let peers: Vec<(C::NodeId, Index)> =
+            self.progress.iter().map(|(id, p)| (*id, p.match_index)).collect();
+        for (to, match_index) in peers {
+            self.send_now(
+                to,
+                Rpc::Heartbeat(Heartbeat {
+                    commit: commit.min(match_index),
+                    read_seq,
+                }),
+            );
+        }
+        self.pending_read_broadcast = false;
+    }
+
+    fn flush_leader_broadcasts(&mut self) -> Result<(), Error<C>> {
+        if self.role != Role::Leader {
+            return Ok(());
+        }
+        if self.pending_append || self.pending_commit_broadcast {
+            let send_if_empty = self.pending_commit_broadcast;
+            self.pending_append = false;
+            self.pending_commit_broadcast = false;
+            let peers: Vec<C::NodeId> = self.progress.keys().copied().collect();
+            for to in peers {
+                let mut first = true;
+                while self.send_append(to, send_if_empty && first)? {
+                    first = false;
+                }
+            }
+        }
+        if self.pending_read_broadcast {
+            self.broadcast_heartbeat();
+        }
+        Ok(())
+    }
+
+    // ----- output -----
+
+    /// True if [`ready`](Self::ready) would return work.
+    pub fn has_ready(&self) -> bool {
+        if self.outstanding_ready.is_some() {
+            return false;
+        }
+        !self.messages.is_empty()
+            || !self.messages_after_persist.is_empty()
+            || self.log.has_unpersisted()
+            || self.hard_state() != self.prev_hard_state
+            || self.soft_state() != self.prev_soft_state
+            || self.pending_append
+            || self.pending_commit_broadcast
+            || self.pending_read_broadcast
+            || !self.aborted_reads.is_empty()
+            || !self.confirmed_reads.is_empty()
+            || self.log.applicable_index().is_ok_and(|i| i > self.log.applied)
+    }
+
+    /// Collects the work accumulated since the last `Ready`. Returns `None` if there is none, or while a
+    /// previous `Ready` has not been advanced (there is at most one outstanding at a time).
+    pub fn ready(&mut self) -> Result<Option<Ready<C>>, Error<C>> {
+        if self.outstanding_ready.is_some() {
+            return Ok(None);
+        }
+        self.flush_leader_broadcasts()?;
+
+        let entries = self.log.take_unpersisted();
+        let last_entry = entries.last().map(Entry::log_id);
+        let hard_state = self.hard_state();
+        let hard_state_changed = hard_state != self.prev_hard_state;
+        let must_sync = !entries.is_empty()
+            || hard_state.term != self.prev_hard_state.term
+            || hard_state.vote != self.prev_hard_state.vote;
+        let soft_state = self.soft_state();
+        let soft_state_changed = soft_state != self.prev_soft_state;
+
+        let committed = self
+            .log
+            .committed_entries_after(self.log.applied, self.config.max_apply_bytes)?;
+        let applied_to = committed.last().map(|e| e.index);
+        if self.role == Role::Leader {
+            let freed: usize = committed.iter().map(Entry::size).sum();
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(freed);
+        }
+        let readable = applied_to.unwrap_or(self.log.applied);
+        let mut read_states = Vec::new();
+        while let Some(read) = self.confirmed_reads.front() {
+            if read.index > readable {
+                break;
+            }
+            read_states.push(*read);
+            self.confirmed_reads.pop_front();
+        }
+
+        let nothing = entries.is_empty()
+            && !hard_state_changed
+            && !soft_state_changed
+            && committed.is_empty()
+            && read_states.is_empty()
+            && self.aborted_reads.is_empty()
+            && self.messages.is_empty()
+            && self.messages_after_persist.is_empty();
+        if nothing {
+            return Ok(None);
+        }
+
+        let id = self.next_ready_id;
+        self.next_ready_id += 1;
+        self.outstanding_ready = Some(id);
+        self.prev_hard_state = hard_state.clone();
+        self.prev_soft_state = soft_state;
+        Ok(Some(Ready {
+            messages: std::mem::take(&mut self.messages),
+            entries,
+            hard_state: hard_state_changed.then_some(hard_state),
+            must_sync,
+            soft_state: soft_state_changed.then_some(soft_state),
+            after_persist: Persisted {
+                id,
+                messages: std::mem::take(&mut self.messages_after_persist),
+                committed,
+                read_states,
+                aborted_reads: std::mem::take(&mut self.aborted_reads),
+                last_entry,
+                applied_to,
+            },
+        }))
+    }
+
+    /// Tells the core that the Ready behind `persisted` is done: its writes are durable and its committed
+    /// entries applied.
+    pub fn advance(&mut self, persisted: Persisted<C>) -> Result<(), Error<C>> {
+        if self.outstanding_ready != Some(persisted.id) {
+            return Err(Error::StaleAdvance);
+        }
+        self.outstanding_ready = None;
+        if let Some(last) = persisted.last_entry {
+            self.log.stable_to(last);
+        }
+        if let Some(applied) = persisted.applied_to {
+            self.log.applied = self.log.applied.max(applied);
+        }
+        if self.role == Role::Leader {
+            let durable = self.log.stable_last_index()?;
+            if durable > self.self_match {
+                self.self_match = durable;
+                if self.maybe_commit()? {
+                    self.pending_commit_broadcast = true;
+                }
+            }
+        }
+        Ok(())
+    }
+}
