@@ -31,6 +31,9 @@ pub mod ready;
 pub mod storage;
 pub mod types;
 
+#[cfg(feature = "sim")]
+pub mod sim;
+
 pub use crate::config::{Config, ReadMode, ValidConfig};
 pub use crate::core::{RaftCore, Status};
 pub use crate::error::{ConfigError, Error, StorageError};
