@@ -31,8 +31,12 @@ pub trait LogView<C: RaftTypeConfig> {
 
     /// Entries in `[low, high)`, stopping once their total [`Entry::size`] would exceed `max_bytes`, but
     /// always at least one entry when `low < high`.
-    fn entries(&self, low: Index, high: Index, max_bytes: usize)
-        -> Result<Vec<Entry<C>>, StorageError>;
+    fn entries(
+        &self,
+        low: Index,
+        high: Index,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry<C>>, StorageError>;
 
     /// The index of the first entry still in the log.
     fn first_index(&self) -> Result<Index, StorageError>;

@@ -81,7 +81,9 @@ impl Payload for u64 {
 }
 
 /// The identity of a log entry: the term it was created in and its index.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct LogId {
     pub term: Term,
     pub index: Index,

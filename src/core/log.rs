@@ -126,7 +126,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
     /// Appends entries the leader created (no conflict possible). Returns the new last index.
     pub fn append(&mut self, entries: &[Entry<C>]) -> Index {
         self.unstable.truncate_and_append(entries);
-        self.unstable.last_index().unwrap_or(self.unstable.offset - 1)
+        self.unstable
+            .last_index()
+            .unwrap_or(self.unstable.offset - 1)
     }
 
     /// The first index among `entries` whose term differs from ours (or that we lack), if any.

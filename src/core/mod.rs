@@ -122,7 +122,10 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let last = storage.last_index()?;
         if hs.commit > last {
             return Err(Error::CorruptState {
-                reason: format!("commit index {} is past the last log index {last}", hs.commit),
+                reason: format!(
+                    "commit index {} is past the last log index {last}",
+                    hs.commit
+                ),
             });
         }
         if applied > last {
@@ -184,7 +187,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         Ok(core)
     }
 
-    fn latest_membership_in_log(log: &RaftLog<C, S>) -> Result<Option<Membership<C>>, StorageError> {
+    fn latest_membership_in_log(
+        log: &RaftLog<C, S>,
+    ) -> Result<Option<Membership<C>>, StorageError> {
         let first = log.first_index()?;
         let last = log.last_index()?;
         let mut index = last;
@@ -374,7 +379,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.pending_commit_broadcast = false;
         self.pending_read_broadcast = false;
         // Unconfirmed reads can never be confirmed by this replica now. Confirmed ones stay valid.
-        self.aborted_reads.extend(self.reads_awaiting_commit.drain(..));
+        self.aborted_reads.append(&mut self.reads_awaiting_commit);
         self.aborted_reads
             .extend(self.reads_awaiting_quorum.drain(..).map(|r| r.id));
     }
@@ -665,7 +670,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return Ok(());
         }
         if !self.log.matches(req.prev)? {
-            let hint = self.log.find_conflict_by_term(req.prev.index, req.prev.term)?;
+            let hint = self
+                .log
+                .find_conflict_by_term(req.prev.index, req.prev.term)?;
             self.send_after_persist(
                 from,
                 Rpc::AppendResponse(AppendResponse::Rejected {
@@ -676,7 +683,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return Ok(());
         }
         if let Some(bad) = req.entries.iter().enumerate().find(|(i, e)| {
-            e.index != req.prev.index + 1 + *i as Index || e.term > self.term || e.term < req.prev.term
+            e.index != req.prev.index + 1 + *i as Index
+                || e.term > self.term
+                || e.term < req.prev.term
         }) {
             return Err(Error::ProtocolViolation {
                 from,
@@ -810,13 +819,14 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let Some(pr) = self.progress.get_mut(&from) else {
             return Err(Error::UnknownSender { from });
         };
-        pr.recent_active = true;
-        pr.probe_sent = false;
+        pr.on_heartbeat_response(self.config.max_inflight_appends);
         if resp.read_seq < self.next_read_id {
             pr.read_seq = pr.read_seq.max(resp.read_seq);
         }
         if pr.match_index < last {
-            self.send_append(from, false)?;
+            // Sent even without new entries: a follower that lost appends answers with a rejection that
+            // tells us where to resume.
+            self.send_append(from, true)?;
         }
         self.confirm_reads();
         Ok(())
@@ -978,11 +988,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
 
     fn start_read(&mut self, id: ReadId) {
         let index = self.log.committed;
-        let single_voter = self.membership.voters.len() <= 1 && self.membership.outgoing_voters.len() <= 1;
+        let single_voter =
+            self.membership.voters.len() <= 1 && self.membership.outgoing_voters.len() <= 1;
         if single_voter || self.config.read_mode == ReadMode::Lease {
             self.confirmed_reads.push_back(ReadState { id, index });
         } else {
-            self.reads_awaiting_quorum.push_back(PendingRead { id, index });
+            self.reads_awaiting_quorum
+                .push_back(PendingRead { id, index });
             self.pending_read_broadcast = true;
         }
     }
@@ -994,6 +1006,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         for id in std::mem::take(&mut self.reads_awaiting_commit) {
             self.start_read(id);
         }
+        // Answers to heartbeats sent after these reads arrived may already confirm them.
+        self.confirm_reads();
     }
 
     /// Releases reads whose id a quorum has echoed in heartbeat answers of this term.
@@ -1050,10 +1064,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             Err(e) => return Err(e.into()),
         };
         let last = self.log.last_index()?;
-        let entries = match self
-            .log
-            .slice(next, last + 1, self.config.max_append_bytes)
-        {
+        let entries = match self.log.slice(next, last + 1, self.config.max_append_bytes) {
             Ok(e) => e,
             Err(StorageError::Compacted { .. }) => {
                 self.on_needs_snapshot(to);
@@ -1092,8 +1103,11 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
     fn broadcast_heartbeat(&mut self) {
         let read_seq = self.next_read_id - 1;
         let commit = self.log.committed;
-        let peers: Vec<(C::NodeId, Index)> =
-            self.progress.iter().map(|(id, p)| (*id, p.match_index)).collect();
+        let peers: Vec<(C::NodeId, Index)> = self
+            .progress
+            .iter()
+            .map(|(id, p)| (*id, p.match_index))
+            .collect();
         for (to, match_index) in peers {
             self.send_now(
                 to,
@@ -1145,7 +1159,10 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             || self.pending_read_broadcast
             || !self.aborted_reads.is_empty()
             || !self.confirmed_reads.is_empty()
-            || self.log.applicable_index().is_ok_and(|i| i > self.log.applied)
+            || self
+                .log
+                .applicable_index()
+                .is_ok_and(|i| i > self.log.applied)
     }
 
     /// Collects the work accumulated since the last `Ready`. Returns `None` if there is none, or while a

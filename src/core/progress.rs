@@ -129,6 +129,16 @@ impl Progress {
         }
     }
 
+    /// A heartbeat answer proves the follower is reachable: if the window is full (its messages may have
+    /// been lost), free one slot so that replication cannot stall forever.
+    pub fn on_heartbeat_response(&mut self, max_inflight: usize) {
+        self.recent_active = true;
+        self.probe_sent = false;
+        if self.state == ProgressState::Replicate && self.inflights.len() >= max_inflight {
+            self.inflights.pop_front();
+        }
+    }
+
     /// The number of unacknowledged append messages in the window.
     pub fn inflight_count(&self) -> usize {
         self.inflights.len()
