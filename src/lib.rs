@@ -35,11 +35,12 @@ pub mod types;
 pub mod sim;
 
 pub use crate::config::{Config, ReadMode, ValidConfig};
-pub use crate::core::{RaftCore, Status};
+pub use crate::core::{MembershipChange, RaftCore, Status};
 pub use crate::error::{ConfigError, Error, StorageError};
 pub use crate::message::{Envelope, Message, Rpc};
 pub use crate::ready::{Persisted, ReadId, ReadState, Ready, SoftState};
 pub use crate::storage::{InitialState, LogView};
 pub use crate::types::{
-    Entry, EntryPayload, HardState, Index, LogId, Membership, Payload, RaftTypeConfig, Role, Term,
+    Entry, EntryPayload, HardState, Index, LogId, Membership, Payload, RaftTypeConfig, Role,
+    Snapshot, SnapshotData, SnapshotMeta, Term,
 };

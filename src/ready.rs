@@ -13,7 +13,7 @@
 //!    only the token of the outstanding `Ready`.
 
 use crate::message::Envelope;
-use crate::types::{Entry, HardState, Index, LogId, RaftTypeConfig, Role};
+use crate::types::{Entry, HardState, Index, LogId, RaftTypeConfig, Role, Snapshot};
 
 /// The identifier of a read request, issued by the leader in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,6 +38,7 @@ pub struct SoftState<C: RaftTypeConfig> {
 #[derive(Debug)]
 #[must_use = "a Ready must be persisted and advanced, or the core stalls"]
 pub struct Ready<C: RaftTypeConfig> {
+    pub(crate) snapshot: Option<Snapshot<C>>,
     pub(crate) messages: Vec<Envelope<C>>,
     pub(crate) entries: Vec<Entry<C>>,
     pub(crate) hard_state: Option<HardState<C>>,
@@ -57,6 +58,13 @@ impl<C: RaftTypeConfig> Ready<C> {
     /// the log must then drop every entry from that index on before appending.
     pub fn entries(&self) -> &[Entry<C>] {
         &self.entries
+    }
+
+    /// A snapshot received from the leader, to install before anything else in this Ready: replace the
+    /// log with it (afterwards `first_index` is its last index + 1 and `term` answers its last term) and
+    /// load it into the state machine. [`entries`](Self::entries) then continue after it.
+    pub fn snapshot(&self) -> Option<&Snapshot<C>> {
+        self.snapshot.as_ref()
     }
 
     /// The hard state to persist, if it changed.
@@ -98,6 +106,7 @@ pub struct Persisted<C: RaftTypeConfig> {
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) aborted_reads: Vec<ReadId>,
     pub(crate) last_entry: Option<LogId>,
+    pub(crate) snapshot: Option<LogId>,
     pub(crate) applied_to: Option<Index>,
 }
 

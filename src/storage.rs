@@ -5,7 +5,7 @@
 //! [`RaftCore::advance`](crate::RaftCore::advance). From then on the view must return what was written.
 
 use crate::error::StorageError;
-use crate::types::{Entry, HardState, Index, Membership, RaftTypeConfig, Term};
+use crate::types::{Entry, HardState, Index, Membership, RaftTypeConfig, Snapshot, Term};
 
 /// What a replica restarts from.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,4 +43,8 @@ pub trait LogView<C: RaftTypeConfig> {
 
     /// The index of the last durable entry (the compaction point if the log is empty).
     fn last_index(&self) -> Result<Index, StorageError>;
+
+    /// The latest durable snapshot, if any. Once the log is compacted, a snapshot covering at least the
+    /// compaction point (`first_index() - 1`) must exist: it is what a lagging follower receives.
+    fn snapshot(&self) -> Result<Option<Snapshot<C>>, StorageError>;
 }

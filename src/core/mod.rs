@@ -4,7 +4,9 @@
 //! [`RaftCore::propose`] and [`RaftCore::read_index`]; output leaves through [`RaftCore::ready`]. The core
 //! reads the durable log through a [`LogView`] and never writes, sleeps, or reads a clock.
 
+mod checksum;
 pub mod log;
+pub mod membership;
 pub mod progress;
 pub mod quorum;
 mod rng;
@@ -12,24 +14,52 @@ mod rng;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::config::{ReadMode, ValidConfig};
 use crate::error::{Error, StorageError};
 use crate::message::{
     AppendRequest, AppendResponse, Envelope, Heartbeat, HeartbeatResponse, Message, Rpc,
-    VoteRequest, VoteResponse,
+    SnapshotChunk, SnapshotProgress, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use crate::ready::{Persisted, ReadId, ReadState, Ready, SoftState};
 use crate::storage::LogView;
 use crate::types::{
-    Entry, EntryPayload, HardState, Index, LogId, Membership, RaftTypeConfig, Role, Term,
+    Entry, EntryPayload, HardState, Index, LogId, Membership, Payload, RaftTypeConfig, Role,
+    Snapshot, SnapshotData, SnapshotMeta, Term, ENTRY_OVERHEAD_BYTES,
 };
 
 use self::log::RaftLog;
+use self::membership::MembershipLog;
 use self::progress::{Progress, ProgressState};
 use self::quorum::{joint_committed, joint_vote, VoteResult};
 use self::rng::SplitMix64;
+
+/// A change of membership, proposed through [`RaftCore::change_membership`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange<C: RaftTypeConfig> {
+    /// Adds a voter, or promotes a learner to voter.
+    AddVoter(C::NodeId),
+    /// Adds a learner: it receives the log but never votes or counts toward a quorum.
+    AddLearner(C::NodeId),
+    /// Removes a voter or a learner.
+    RemoveNode(C::NodeId),
+    /// Replaces the whole configuration. When more than one voter changes, this goes through joint
+    /// consensus: the leader enters the joint configuration and leaves it once that is committed.
+    Replace {
+        voters: BTreeSet<C::NodeId>,
+        learners: BTreeSet<C::NodeId>,
+    },
+}
+
+/// A snapshot being received from the leader, chunk by chunk.
+#[derive(Debug)]
+struct IncomingSnapshot<C: RaftTypeConfig> {
+    meta: SnapshotMeta<C>,
+    buf: Vec<u8>,
+    total_len: u64,
+    checksum: u32,
+}
 
 /// A read waiting for its leadership confirmation.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +90,7 @@ pub struct RaftCore<C: RaftTypeConfig, S: LogView<C>> {
     vote: Option<C::NodeId>,
     role: Role,
     leader: Option<C::NodeId>,
-    membership: Membership<C>,
+    memberships: MembershipLog<C>,
 
     /// Leader only: the replication progress of every other replica.
     progress: BTreeMap<C::NodeId, Progress>,
@@ -73,6 +103,11 @@ pub struct RaftCore<C: RaftTypeConfig, S: LogView<C>> {
     heartbeat_elapsed: u32,
     randomized_election_timeout: u32,
     rng: SplitMix64,
+
+    /// Follower: a snapshot arriving in chunks.
+    incoming_snapshot: Option<IncomingSnapshot<C>>,
+    /// Leader: the checksum of the snapshot being sent, computed once per snapshot.
+    snapshot_checksum: Option<(LogId, u32)>,
 
     /// Leader only: a leadership transfer in progress and the ticks it has taken.
     transferee: Option<C::NodeId>,
@@ -134,14 +169,20 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             });
         }
         // The state machine may have applied entries whose commit index was not yet persisted: they were
-        // committed, so the commit index can only be at least that high.
-        let committed = hs.commit.max(applied);
-        let log = RaftLog::new(storage, committed, applied)?;
-        let mut membership = initial.membership;
-        // The newest membership entry in the log is in force, committed or not (Raft thesis §4.1).
-        if let Some(m) = Self::latest_membership_in_log(&log)? {
-            membership = m;
+        // committed, so the commit index can only be at least that high. So is the compaction point.
+        let first = storage.first_index()?;
+        let committed = hs.commit.max(applied).max(first - 1);
+        if applied + 1 < first {
+            return Err(Error::CorruptState {
+                reason: format!(
+                    "applied index {applied} is below the snapshot at {}: install the snapshot into the \
+                     state machine first",
+                    first - 1
+                ),
+            });
         }
+        let log = RaftLog::new(storage, committed, applied)?;
+        let memberships = Self::memberships_from_log(&log, initial.membership)?;
         let mut core = RaftCore {
             id,
             config,
@@ -150,7 +191,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             vote: hs.vote,
             role: Role::Follower,
             leader: None,
-            membership,
+            memberships,
             progress: BTreeMap::new(),
             self_match: 0,
             votes: BTreeMap::new(),
@@ -158,6 +199,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             heartbeat_elapsed: 0,
             randomized_election_timeout: 0,
             rng: SplitMix64::new(seed),
+            incoming_snapshot: None,
+            snapshot_checksum: None,
             transferee: None,
             transfer_elapsed: 0,
             uncommitted_bytes: 0,
@@ -187,26 +230,37 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         Ok(core)
     }
 
-    fn latest_membership_in_log(
+    /// Collects the membership entries from the end of the log back to the newest committed one, so that
+    /// an uncommitted one can be reverted if a new leader overwrites it.
+    fn memberships_from_log(
         log: &RaftLog<C, S>,
-    ) -> Result<Option<Membership<C>>, StorageError> {
+        base: Membership<C>,
+    ) -> Result<MembershipLog<C>, StorageError> {
         let first = log.first_index()?;
         let last = log.last_index()?;
-        let mut index = last;
-        while index >= first && index > 0 {
-            let batch_low = index.saturating_sub(63).max(first);
-            let entries = log.slice(batch_low, index + 1, usize::MAX)?;
+        let mut found: Vec<(Index, Membership<C>)> = Vec::new();
+        let mut high = last;
+        'scan: while high >= first && high > 0 {
+            let low = high.saturating_sub(63).max(first);
+            let entries = log.slice(low, high + 1, usize::MAX)?;
             for entry in entries.iter().rev() {
                 if let EntryPayload::Membership(m) = &entry.payload {
-                    return Ok(Some(m.clone()));
+                    found.push((entry.index, m.clone()));
+                    if entry.index <= log.committed {
+                        break 'scan;
+                    }
                 }
             }
-            if batch_low == first {
+            if low == first {
                 break;
             }
-            index = batch_low - 1;
+            high = low - 1;
         }
-        Ok(None)
+        let mut memberships = MembershipLog::new(first - 1, base);
+        for (index, m) in found.into_iter().rev() {
+            memberships.push(index, m);
+        }
+        Ok(memberships)
     }
 
     // ----- observation -----
@@ -231,8 +285,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.role == Role::Leader
     }
 
+    /// The membership in force: the newest one in the log, committed or not.
     pub fn membership(&self) -> &Membership<C> {
-        &self.membership
+        self.memberships.current()
     }
 
     pub fn commit_index(&self) -> Index {
@@ -332,8 +387,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let me = self.id;
         let progress = &self.progress;
         let result = joint_vote(
-            &self.membership.voters,
-            &self.membership.outgoing_voters,
+            &self.memberships.current().voters,
+            &self.memberships.current().outgoing_voters,
             |id| {
                 if id == me {
                     Some(true)
@@ -349,7 +404,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
     }
 
     fn is_promotable(&self) -> bool {
-        self.membership.is_voter(self.id)
+        self.memberships.current().is_voter(self.id)
     }
 
     fn reset_election_timer(&mut self) {
@@ -417,13 +472,14 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return self.on_election_won(pre_vote);
         }
         let voters: Vec<C::NodeId> = self
-            .membership
+            .memberships
+            .current()
             .voters
             .iter()
-            .chain(self.membership.outgoing_voters.iter())
+            .chain(self.memberships.current().outgoing_voters.iter())
             .copied()
             .filter(|id| *id != self.id)
-            .collect::<std::collections::BTreeSet<_>>()
+            .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         for to in voters {
@@ -446,8 +502,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
 
     fn tally_votes(&self) -> VoteResult {
         joint_vote(
-            &self.membership.voters,
-            &self.membership.outgoing_voters,
+            &self.memberships.current().voters,
+            &self.memberships.current().outgoing_voters,
             |id| self.votes.get(&id).copied(),
         )
     }
@@ -466,7 +522,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         let last = self.log.last_index()?;
-        for peer in self.membership.replicas() {
+        for peer in self.memberships.current().replicas() {
             if peer != self.id {
                 self.progress.insert(peer, Progress::new(last + 1));
             }
@@ -510,7 +566,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 Rpc::VoteResponse(resp) if resp.pre_vote && resp.granted => {
                     // A granted pre-vote carries the term we would campaign in; nothing to adopt.
                 }
-                Rpc::AppendRequest(_) | Rpc::Heartbeat(_) => {
+                Rpc::AppendRequest(_) | Rpc::Heartbeat(_) | Rpc::InstallSnapshot(_) => {
                     self.become_follower(message.term, Some(from));
                 }
                 _ => self.become_follower(message.term, None),
@@ -527,13 +583,15 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             Rpc::Heartbeat(hb) => self.handle_heartbeat(from, hb),
             Rpc::HeartbeatResponse(resp) => self.handle_heartbeat_response(from, resp),
             Rpc::TimeoutNow => self.handle_timeout_now(from),
+            Rpc::InstallSnapshot(chunk) => self.handle_install_snapshot(from, chunk),
+            Rpc::SnapshotResponse(resp) => self.handle_snapshot_response(from, resp),
         }
     }
 
     /// A message from an older term.
     fn step_stale(&mut self, from: C::NodeId, message: Message<C>) -> Result<(), Error<C>> {
         match message.rpc {
-            Rpc::AppendRequest(_) | Rpc::Heartbeat(_)
+            Rpc::AppendRequest(_) | Rpc::Heartbeat(_) | Rpc::InstallSnapshot(_)
                 if self.config.check_quorum || self.config.pre_vote =>
             {
                 // A deposed leader that was cut off may never learn of the new term otherwise: with
@@ -626,7 +684,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         if !expecting {
             return Ok(()); // a late answer to an election that is over
         }
-        if !self.membership.is_voter(from) {
+        if !self.memberships.current().is_voter(from) {
             return Err(Error::UnknownSender { from });
         }
         self.votes.insert(from, resp.granted);
@@ -703,8 +761,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 });
             }
             let skip = (conflict - req.prev.index - 1) as usize;
+            self.memberships.truncate_from(conflict);
             self.log.append(&req.entries[skip..]);
-            self.on_entries_appended(&req.entries[skip..]);
+            self.on_entries_appended(&req.entries[skip..])?;
         }
         self.log.commit_to(req.commit.min(last_new))?;
         self.send_after_persist(
@@ -717,13 +776,32 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
     }
 
     /// Membership entries take effect as soon as they are in the log (Raft thesis §4.1).
-    fn on_entries_appended(&mut self, entries: &[Entry<C>]) {
-        if let Some(m) = entries.iter().rev().find_map(|e| match &e.payload {
-            EntryPayload::Membership(m) => Some(m),
-            _ => None,
-        }) {
-            self.membership = m.clone();
+    fn on_entries_appended(&mut self, entries: &[Entry<C>]) -> Result<(), Error<C>> {
+        let mut changed = false;
+        for entry in entries {
+            if let EntryPayload::Membership(m) = &entry.payload {
+                self.memberships.push(entry.index, m.clone());
+                changed = true;
+            }
         }
+        if changed && self.role == Role::Leader {
+            self.sync_progress_with_membership()?;
+        }
+        Ok(())
+    }
+
+    /// Leader: tracks progress for exactly the replicas of the current configuration.
+    fn sync_progress_with_membership(&mut self) -> Result<(), Error<C>> {
+        let replicas = self.memberships.current().replicas();
+        self.progress.retain(|id, _| replicas.contains(id));
+        let last = self.log.last_index()?;
+        for peer in replicas {
+            if peer != self.id && !self.progress.contains_key(&peer) {
+                // A new replica starts by probing from the entry that added it.
+                self.progress.insert(peer, Progress::new(last.max(1)));
+            }
+        }
+        Ok(())
     }
 
     fn handle_append_response(
@@ -735,6 +813,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return Ok(());
         }
         let last = self.log.last_index()?;
+        let first = self.log.first_index()?;
         let Some(pr) = self.progress.get_mut(&from) else {
             return Err(Error::UnknownSender { from });
         };
@@ -767,8 +846,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 if !pr.maybe_update(match_index) {
                     return Ok(());
                 }
-                if pr.state == ProgressState::Probe {
-                    pr.become_replicate();
+                match pr.state {
+                    ProgressState::Probe => pr.become_replicate(),
+                    // Installed a snapshot (or caught up otherwise): the log can serve it again.
+                    ProgressState::NeedsSnapshot { .. } if match_index + 1 >= first => {
+                        pr.become_replicate()
+                    }
+                    _ => {}
                 }
                 if self.maybe_commit()? {
                     self.pending_commit_broadcast = true;
@@ -832,6 +916,138 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         Ok(())
     }
 
+    fn handle_install_snapshot(
+        &mut self,
+        from: C::NodeId,
+        chunk: SnapshotChunk<C>,
+    ) -> Result<(), Error<C>> {
+        if self.role == Role::Leader {
+            return Err(Error::ProtocolViolation {
+                from,
+                term: self.term,
+                reason: "a second leader in this replica's term".into(),
+            });
+        }
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.election_elapsed = 0;
+        let last = chunk.meta.last;
+        let accepted = |match_index| Rpc::AppendResponse(AppendResponse::Accepted { match_index });
+        if last.index <= self.log.committed {
+            // Older than what we know is committed: nothing to install (the leader learns where we are).
+            self.incoming_snapshot = None;
+            self.send_after_persist(from, accepted(self.log.committed));
+            return Ok(());
+        }
+        if self.log.matches(last)? {
+            // Our log already holds what the snapshot covers; it is committed, so adopt that.
+            self.incoming_snapshot = None;
+            self.log.commit_to(last.index)?;
+            self.send_after_persist(from, accepted(last.index));
+            return Ok(());
+        }
+        let end = chunk.offset.checked_add(chunk.data.len() as u64);
+        if end.is_none_or(|end| end > chunk.total_len) {
+            return Err(Error::ProtocolViolation {
+                from,
+                term: self.term,
+                reason: "snapshot chunk past the snapshot's length".into(),
+            });
+        }
+        let progress = |next_offset| {
+            Rpc::SnapshotResponse(SnapshotResponse {
+                snapshot: last,
+                result: SnapshotProgress::Continue { next_offset },
+            })
+        };
+        let same = self.incoming_snapshot.as_ref().is_some_and(|i| {
+            i.meta.last == last && i.total_len == chunk.total_len && i.checksum == chunk.checksum
+        });
+        if !same {
+            if chunk.offset != 0 {
+                self.send_after_persist(from, progress(0));
+                return Ok(());
+            }
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                meta: chunk.meta.clone(),
+                buf: Vec::new(),
+                total_len: chunk.total_len,
+                checksum: chunk.checksum,
+            });
+        }
+        let Some(incoming) = self.incoming_snapshot.as_mut() else {
+            return Ok(());
+        };
+        let received = incoming.buf.len() as u64;
+        if chunk.offset != received {
+            // Out of order (a chunk was lost or duplicated): tell the leader where to resume.
+            self.send_after_persist(from, progress(received));
+            return Ok(());
+        }
+        incoming.buf.extend_from_slice(&chunk.data);
+        let received = incoming.buf.len() as u64;
+        if received < incoming.total_len {
+            self.send_after_persist(from, progress(received));
+            return Ok(());
+        }
+        let Some(incoming) = self.incoming_snapshot.take() else {
+            return Ok(());
+        };
+        if checksum::crc32(&incoming.buf) != incoming.checksum {
+            tracing::warn!(id = ?self.id, ?from, ?last, "snapshot checksum mismatch; restarting transfer");
+            self.send_after_persist(
+                from,
+                Rpc::SnapshotResponse(SnapshotResponse {
+                    snapshot: last,
+                    result: SnapshotProgress::ChecksumMismatch,
+                }),
+            );
+            return Ok(());
+        }
+        tracing::debug!(id = ?self.id, ?from, ?last, "snapshot received; installing");
+        self.memberships
+            .reset(last.index, incoming.meta.membership.clone());
+        self.log.restore(Snapshot {
+            meta: incoming.meta,
+            data: C::Snapshot::from_bytes(bytes::Bytes::from(incoming.buf)),
+        });
+        // Acknowledged only once the snapshot is durable (after-persist list).
+        self.send_after_persist(from, accepted(last.index));
+        Ok(())
+    }
+
+    fn handle_snapshot_response(
+        &mut self,
+        from: C::NodeId,
+        resp: SnapshotResponse,
+    ) -> Result<(), Error<C>> {
+        if self.role != Role::Leader {
+            return Ok(());
+        }
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return Err(Error::UnknownSender { from });
+        };
+        pr.recent_active = true;
+        let ProgressState::NeedsSnapshot { snapshot, .. } = pr.state else {
+            return Ok(()); // the transfer is over
+        };
+        if resp.snapshot != snapshot {
+            return Ok(()); // about an older snapshot
+        }
+        let next_offset = match resp.result {
+            SnapshotProgress::Continue { next_offset } => next_offset,
+            SnapshotProgress::ChecksumMismatch => 0,
+        };
+        pr.state = ProgressState::NeedsSnapshot {
+            snapshot,
+            next_offset,
+        };
+        pr.probe_sent = false;
+        self.send_snapshot_chunk(from)
+    }
+
     fn handle_timeout_now(&mut self, from: C::NodeId) -> Result<(), Error<C>> {
         if self.role == Role::Leader || !self.is_promotable() {
             return Ok(());
@@ -856,6 +1072,17 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
     ) -> Result<(LogId, LogId), Error<C>> {
         self.check_can_propose()?;
         let payloads: Vec<EntryPayload<C>> = data.into_iter().map(EntryPayload::Normal).collect();
+        let size: usize = payloads
+            .iter()
+            .map(|p| match p {
+                EntryPayload::Normal(d) => d.size() + ENTRY_OVERHEAD_BYTES,
+                _ => ENTRY_OVERHEAD_BYTES,
+            })
+            .sum();
+        let limit = self.config.max_uncommitted_bytes;
+        if self.uncommitted_bytes > 0 && self.uncommitted_bytes + size > limit {
+            return Err(Error::UncommittedLimit { limit });
+        }
         self.append_as_leader(payloads)
     }
 
@@ -890,15 +1117,10 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             let id = LogId::new(self.log.term(last)?, last);
             return Ok((id, id));
         };
-        let size: usize = entries.iter().map(Entry::size).sum();
-        let limit = self.config.max_uncommitted_bytes;
-        if self.uncommitted_bytes > 0 && self.uncommitted_bytes + size > limit {
-            return Err(Error::UncommittedLimit { limit });
-        }
-        self.uncommitted_bytes += size;
+        self.uncommitted_bytes += entries.iter().map(Entry::size).sum::<usize>();
         let last_id = entries.last().map(Entry::log_id).unwrap_or(first);
         self.log.append(&entries);
-        self.on_entries_appended(&entries);
+        self.on_entries_appended(&entries)?;
         self.pending_append = true;
         // A group of one commits as soon as its own write is durable; nothing else to wait for.
         Ok((first, last_id))
@@ -910,8 +1132,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let self_match = self.self_match;
         let progress = &self.progress;
         let index = joint_committed(
-            &self.membership.voters,
-            &self.membership.outgoing_voters,
+            &self.memberships.current().voters,
+            &self.memberships.current().outgoing_voters,
             |id| {
                 if id == me {
                     self_match
@@ -926,8 +1148,107 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let advanced = self.log.maybe_commit(index, self.term)?;
         if advanced {
             self.on_commit_in_term();
+            self.on_membership_committed()?;
         }
         Ok(advanced)
+    }
+
+    /// Leader: once the current configuration is committed, leave a joint configuration automatically,
+    /// or step down if this leader is no longer a voter.
+    fn on_membership_committed(&mut self) -> Result<(), Error<C>> {
+        if self.role != Role::Leader || self.memberships.has_uncommitted(self.log.committed) {
+            return Ok(());
+        }
+        let current = self.memberships.current();
+        if current.is_joint() {
+            let leave = Membership {
+                voters: current.voters.clone(),
+                outgoing_voters: BTreeSet::new(),
+                learners: current.learners.clone(),
+            };
+            tracing::debug!(id = ?self.id, "joint configuration committed; leaving it");
+            self.append_as_leader(vec![EntryPayload::Membership(leave)])?;
+        } else if !current.is_voter(self.id) {
+            tracing::debug!(id = ?self.id, "removed from the voters; stepping down");
+            // Tell the others about the commit before going quiet, so that they elect a successor soon.
+            let peers: Vec<C::NodeId> = self.progress.keys().copied().collect();
+            for to in peers {
+                self.send_append(to, true)?;
+            }
+            self.become_follower(self.term, None);
+        }
+        Ok(())
+    }
+
+    // ----- membership -----
+
+    /// Proposes a change of membership. A change of at most one voter takes effect directly; larger
+    /// changes go through joint consensus, which the leader leaves on its own once the joint
+    /// configuration commits. Only one change may be in flight.
+    pub fn change_membership(&mut self, change: MembershipChange<C>) -> Result<LogId, Error<C>> {
+        self.check_can_propose()?;
+        if !self.committed_in_current_term()? {
+            return Err(Error::LeaderNotReady);
+        }
+        if self.memberships.has_uncommitted(self.log.committed)
+            || self.memberships.current().is_joint()
+        {
+            return Err(Error::MembershipChangeInProgress);
+        }
+        let current = self.memberships.current();
+        let invalid = |reason: &str| Error::InvalidMembershipChange {
+            reason: reason.to_string(),
+        };
+        let (mut voters, mut learners) = (current.voters.clone(), current.learners.clone());
+        match change {
+            MembershipChange::AddVoter(id) => {
+                if voters.contains(&id) {
+                    return Err(invalid("the node is already a voter"));
+                }
+                learners.remove(&id);
+                voters.insert(id);
+            }
+            MembershipChange::AddLearner(id) => {
+                if learners.contains(&id) {
+                    return Err(invalid("the node is already a learner"));
+                }
+                voters.remove(&id);
+                learners.insert(id);
+            }
+            MembershipChange::RemoveNode(id) => {
+                if !voters.remove(&id) && !learners.remove(&id) {
+                    return Err(invalid("the node is not a member"));
+                }
+            }
+            MembershipChange::Replace {
+                voters: v,
+                learners: l,
+            } => {
+                voters = v;
+                learners = l;
+            }
+        }
+        if voters.is_empty() {
+            return Err(invalid("no voter would remain"));
+        }
+        if !voters.is_disjoint(&learners) {
+            return Err(invalid("a node cannot be both a voter and a learner"));
+        }
+        let outgoing_voters = if current.voters.symmetric_difference(&voters).count() <= 1 {
+            BTreeSet::new()
+        } else {
+            current.voters.clone()
+        };
+        let next = Membership {
+            voters,
+            outgoing_voters,
+            learners,
+        };
+        if next == *current {
+            return Err(invalid("the configuration would not change"));
+        }
+        let (id, _) = self.append_as_leader(vec![EntryPayload::Membership(next)])?;
+        Ok(id)
     }
 
     // ----- leadership transfer -----
@@ -944,7 +1265,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         if target == self.id || self.transferee == Some(target) {
             return Ok(());
         }
-        if !self.membership.is_voter(target) {
+        if !self.memberships.current().is_voter(target) {
             return Err(Error::UnknownSender { from: target });
         }
         self.transferee = Some(target);
@@ -988,8 +1309,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
 
     fn start_read(&mut self, id: ReadId) {
         let index = self.log.committed;
-        let single_voter =
-            self.membership.voters.len() <= 1 && self.membership.outgoing_voters.len() <= 1;
+        let single_voter = self.memberships.current().voters.len() <= 1
+            && self.memberships.current().outgoing_voters.len() <= 1;
         if single_voter || self.config.read_mode == ReadMode::Lease {
             self.confirmed_reads.push_back(ReadState { id, index });
         } else {
@@ -1019,8 +1340,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let newest = self.next_read_id - 1;
         let progress = &self.progress;
         let confirmed = joint_committed(
-            &self.membership.voters,
-            &self.membership.outgoing_voters,
+            &self.memberships.current().voters,
+            &self.memberships.current().outgoing_voters,
             |id| {
                 if id == me {
                     newest
@@ -1053,12 +1374,16 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         if pr.is_paused(max_inflight) {
             return Ok(false);
         }
+        if let ProgressState::NeedsSnapshot { .. } = pr.state {
+            self.send_snapshot_chunk(to)?;
+            return Ok(false);
+        }
         let next = pr.next_index;
         let prev_index = next - 1;
         let prev_term = match self.log.term(prev_index) {
             Ok(t) => t,
             Err(StorageError::Compacted { .. }) => {
-                self.on_needs_snapshot(to);
+                self.start_snapshot(to)?;
                 return Ok(false);
             }
             Err(e) => return Err(e.into()),
@@ -1067,7 +1392,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let entries = match self.log.slice(next, last + 1, self.config.max_append_bytes) {
             Ok(e) => e,
             Err(StorageError::Compacted { .. }) => {
-                self.on_needs_snapshot(to);
+                self.start_snapshot(to)?;
                 return Ok(false);
             }
             Err(e) => return Err(e.into()),
@@ -1091,13 +1416,95 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         Ok(sent_last.is_some())
     }
 
-    fn on_needs_snapshot(&mut self, to: C::NodeId) {
+    /// The entries `to` needs are compacted: switch it to snapshot catch-up and send the first chunk.
+    fn start_snapshot(&mut self, to: C::NodeId) -> Result<(), Error<C>> {
+        let snapshot = self.storage_snapshot()?;
         if let Some(pr) = self.progress.get_mut(&to) {
-            if pr.state != ProgressState::NeedsSnapshot {
-                tracing::debug!(id = ?self.id, ?to, "follower is behind the compacted log; needs a snapshot");
-                pr.become_needs_snapshot();
+            tracing::debug!(id = ?self.id, ?to, snapshot = ?snapshot.meta.last, "follower is behind the compacted log; sending a snapshot");
+            pr.become_needs_snapshot(snapshot.meta.last);
+        }
+        self.send_snapshot_chunk(to)
+    }
+
+    fn storage_snapshot(&self) -> Result<Snapshot<C>, Error<C>> {
+        self.log
+            .storage
+            .snapshot()?
+            .ok_or_else(|| Error::CorruptState {
+                reason: "the log is compacted but storage holds no snapshot".into(),
+            })
+    }
+
+    /// Sends the next chunk of the snapshot `to` is receiving, one chunk in flight at a time.
+    fn send_snapshot_chunk(&mut self, to: C::NodeId) -> Result<(), Error<C>> {
+        let Some(pr) = self.progress.get(&to) else {
+            return Ok(());
+        };
+        let ProgressState::NeedsSnapshot {
+            snapshot: wanted,
+            mut next_offset,
+        } = pr.state
+        else {
+            return Ok(());
+        };
+        if pr.probe_sent {
+            return Ok(());
+        }
+        let snapshot = self.storage_snapshot()?;
+        let bytes = snapshot.data.to_bytes();
+        let id = snapshot.meta.last;
+        if id != wanted {
+            next_offset = 0; // storage has a newer snapshot: send that one instead
+        }
+        let checksum = match self.snapshot_checksum {
+            Some((cached, sum)) if cached == id => sum,
+            _ => {
+                let sum = checksum::crc32(&bytes);
+                self.snapshot_checksum = Some((id, sum));
+                sum
+            }
+        };
+        let total_len = bytes.len() as u64;
+        let start = next_offset.min(total_len);
+        let end = (start + self.config.max_append_bytes as u64).min(total_len);
+        if let Some(pr) = self.progress.get_mut(&to) {
+            pr.state = ProgressState::NeedsSnapshot {
+                snapshot: id,
+                next_offset: start,
+            };
+            pr.probe_sent = true;
+        }
+        self.send_now(
+            to,
+            Rpc::InstallSnapshot(SnapshotChunk {
+                meta: snapshot.meta,
+                offset: start,
+                data: bytes.slice(start as usize..end as usize),
+                total_len,
+                checksum,
+            }),
+        );
+        Ok(())
+    }
+
+    /// The transport could not reach `peer`: stop streaming to it optimistically and probe instead.
+    pub fn report_unreachable(&mut self, peer: C::NodeId) {
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            if pr.state == ProgressState::Replicate {
+                pr.become_probe();
             }
         }
+    }
+
+    /// The metadata a snapshot taken now at the applied index must carry: the applied entry's id and the
+    /// membership in force there. Take the state machine's snapshot at exactly that index, store it,
+    /// then compact the log up to it.
+    pub fn compaction_point(&self) -> Result<SnapshotMeta<C>, Error<C>> {
+        let applied = self.log.applied;
+        Ok(SnapshotMeta {
+            last: LogId::new(self.log.term(applied)?, applied),
+            membership: self.memberships.at(applied).clone(),
+        })
     }
 
     fn broadcast_heartbeat(&mut self) {
@@ -1152,6 +1559,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         !self.messages.is_empty()
             || !self.messages_after_persist.is_empty()
             || self.log.has_unpersisted()
+            || self.log.has_unpersisted_snapshot()
             || self.hard_state() != self.prev_hard_state
             || self.soft_state() != self.prev_soft_state
             || self.pending_append
@@ -1173,11 +1581,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         }
         self.flush_leader_broadcasts()?;
 
+        let snapshot = self.log.take_unpersisted_snapshot();
         let entries = self.log.take_unpersisted();
         let last_entry = entries.last().map(Entry::log_id);
         let hard_state = self.hard_state();
         let hard_state_changed = hard_state != self.prev_hard_state;
         let must_sync = !entries.is_empty()
+            || snapshot.is_some()
             || hard_state.term != self.prev_hard_state.term
             || hard_state.vote != self.prev_hard_state.vote;
         let soft_state = self.soft_state();
@@ -1202,6 +1612,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         }
 
         let nothing = entries.is_empty()
+            && snapshot.is_none()
             && !hard_state_changed
             && !soft_state_changed
             && committed.is_empty()
@@ -1218,7 +1629,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.outstanding_ready = Some(id);
         self.prev_hard_state = hard_state.clone();
         self.prev_soft_state = soft_state;
+        let snapshot_id = snapshot.as_ref().map(|s| s.meta.last);
         Ok(Some(Ready {
+            snapshot,
             messages: std::mem::take(&mut self.messages),
             entries,
             hard_state: hard_state_changed.then_some(hard_state),
@@ -1231,6 +1644,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 read_states,
                 aborted_reads: std::mem::take(&mut self.aborted_reads),
                 last_entry,
+                snapshot: snapshot_id,
                 applied_to,
             },
         }))
@@ -1243,12 +1657,16 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return Err(Error::StaleAdvance);
         }
         self.outstanding_ready = None;
+        if let Some(snapshot) = persisted.snapshot {
+            self.log.snapshot_stable(snapshot);
+        }
         if let Some(last) = persisted.last_entry {
             self.log.stable_to(last);
         }
         if let Some(applied) = persisted.applied_to {
             self.log.applied = self.log.applied.max(applied);
         }
+        self.memberships.prune(self.log.applied);
         if self.role == Role::Leader {
             let durable = self.log.stable_last_index()?;
             if durable > self.self_match {

@@ -14,7 +14,7 @@ use crate::message::{AppendResponse, Envelope, Message, Rpc};
 use crate::ready::ReadState;
 use crate::storage::{InitialState, LogView};
 use crate::types::test_config::T;
-use crate::types::{Entry, EntryPayload, HardState, Index, Membership, Role, Term};
+use crate::types::{Entry, EntryPayload, HardState, Index, Membership, Role, Snapshot, Term};
 
 // ----- an in-memory durable log for the tests -----
 
@@ -26,6 +26,7 @@ struct MemLogInner {
     offset: Index,
     compacted_term: Term,
     entries: Vec<Entry<T>>,
+    snapshot: Option<Snapshot<T>>,
 }
 
 #[derive(Clone, Default)]
@@ -73,12 +74,26 @@ impl MemLog {
         self.0.borrow().entries.iter().map(|e| e.term).collect()
     }
 
-    fn compact_to(&self, index: Index) {
+    /// Stores `snapshot` and drops the log up to its last index (what a caller does after taking a
+    /// snapshot at its applied index).
+    fn compact_with(&self, snapshot: Snapshot<T>) {
         let mut inner = self.0.borrow_mut();
+        let index = snapshot.meta.last.index;
         let drop = (index + 1 - inner.offset) as usize;
-        inner.compacted_term = inner.entries[drop - 1].term;
+        inner.compacted_term = snapshot.meta.last.term;
         inner.entries.drain(..drop);
         inner.offset = index + 1;
+        inner.snapshot = Some(snapshot);
+    }
+
+    /// Replaces the whole log with a snapshot received from the leader.
+    fn install(&self, snapshot: &Snapshot<T>) {
+        let mut inner = self.0.borrow_mut();
+        inner.entries.clear();
+        inner.offset = snapshot.meta.last.index + 1;
+        inner.compacted_term = snapshot.meta.last.term;
+        inner.membership = snapshot.meta.membership.clone();
+        inner.snapshot = Some(snapshot.clone());
     }
 }
 
@@ -140,6 +155,25 @@ impl LogView<T> for MemLog {
         let inner = self.0.borrow();
         Ok(inner.offset + inner.entries.len() as Index - 1)
     }
+
+    fn snapshot(&self) -> Result<Option<Snapshot<T>>, StorageError> {
+        Ok(self.0.borrow().snapshot.clone())
+    }
+}
+
+/// The tests' state machine is the list of applied commands; a snapshot is that list joined by ','.
+fn encode_state(applied: &[Bytes]) -> Bytes {
+    let parts: Vec<&[u8]> = applied.iter().map(|b| b.as_ref()).collect();
+    Bytes::from(parts.join(&b","[..]))
+}
+
+fn decode_state(data: &Bytes) -> Vec<Bytes> {
+    if data.is_empty() {
+        return Vec::new();
+    }
+    data.split(|b| *b == b',')
+        .map(Bytes::copy_from_slice)
+        .collect()
 }
 
 fn entry(term: Term, index: Index) -> Entry<T> {
@@ -176,6 +210,8 @@ fn core_with(id: u64, log: MemLog, config: Config) -> Core {
 struct Node {
     core: Core,
     log: MemLog,
+    /// Commands applied to the state machine, including those restored from a snapshot.
+    state: Vec<Bytes>,
     applied: Vec<Entry<T>>,
     reads: Vec<ReadState>,
     aborted_reads: Vec<ReadId>,
@@ -202,6 +238,7 @@ impl Cluster {
                 let node = Node {
                     core: core_with(*id, log.clone(), config.clone()),
                     log,
+                    state: Vec::new(),
                     applied: Vec::new(),
                     reads: Vec::new(),
                     aborted_reads: Vec::new(),
@@ -231,10 +268,19 @@ impl Cluster {
                 for env in ready.take_messages() {
                     self.queue.push_back((*id, env));
                 }
+                if let Some(snapshot) = ready.snapshot() {
+                    node.log.install(snapshot);
+                    node.state = decode_state(&snapshot.data);
+                }
                 node.log.write(ready.entries(), ready.hard_state());
                 let mut persisted = ready.persisted();
                 for env in persisted.take_messages() {
                     self.queue.push_back((*id, env));
+                }
+                for entry in persisted.committed() {
+                    if let EntryPayload::Normal(d) = &entry.payload {
+                        node.state.push(d.clone());
+                    }
                 }
                 node.applied.extend_from_slice(persisted.committed());
                 node.reads.extend_from_slice(persisted.read_states());
@@ -299,6 +345,17 @@ impl Cluster {
             .filter(|(_, n)| n.core.is_leader())
             .map(|(id, n)| (*id, n.core.term()))
             .collect()
+    }
+
+    /// Takes a snapshot of `id`'s state machine at its applied index and compacts its log there.
+    fn snapshot_and_compact(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let meta = node.core.compaction_point().unwrap();
+        let snapshot = Snapshot {
+            meta,
+            data: encode_state(&node.state),
+        };
+        node.log.compact_with(snapshot);
     }
 
     fn applied_data(&self, id: u64) -> Vec<Bytes> {
@@ -1139,7 +1196,7 @@ fn a_commit_index_past_the_log_is_reported_as_corrupt_state() {
 }
 
 #[test]
-fn a_follower_behind_the_compacted_log_needs_a_snapshot() {
+fn a_follower_behind_the_compacted_prefix_catches_up_by_snapshot() {
     let mut c = Cluster::new(&[1, 2, 3], config());
     c.campaign(1);
     c.isolate(3);
@@ -1147,11 +1204,408 @@ fn a_follower_behind_the_compacted_log_needs_a_snapshot() {
         c.core(1).propose(data(&format!("p{i}"))).unwrap();
     }
     c.stabilize();
-    c.node(1).log.compact_to(4);
+    c.snapshot_and_compact(1);
+    assert_eq!(c.node(1).log.first_index().unwrap(), 7);
     c.heal();
-    c.tick_all(2);
+    c.tick_all(3);
+    // Node 3 received the snapshot, installed it, and continues from there.
+    assert_eq!(c.node(3).state, c.node(1).state);
+    assert_eq!(c.node(3).log.first_index().unwrap(), 7);
+    assert!(matches!(
+        c.core(1).progress(3).unwrap().state,
+        ProgressState::Replicate
+    ));
+    c.core(1).propose(data("after")).unwrap();
+    c.stabilize();
+    assert_eq!(c.node(3).state.last(), Some(&data("after")));
+    assert_eq!(c.node(3).state, c.node(1).state);
+}
+
+/// A config whose append budget makes a small snapshot travel in several chunks.
+fn small_chunks() -> Config {
+    Config {
+        max_append_bytes: 4,
+        ..config()
+    }
+}
+
+#[test]
+fn a_lost_snapshot_chunk_is_resumed_not_restarted() {
+    let mut c = Cluster::new(&[1, 2, 3], small_chunks());
+    c.campaign(1);
+    c.isolate(3);
+    for i in 0..5 {
+        c.core(1).propose(data(&format!("p{i}"))).unwrap();
+    }
+    c.stabilize();
+    c.snapshot_and_compact(1);
+    c.heal();
+    // Deliver chunks to node 3 by hand, dropping the second one.
+    let mut offsets = Vec::new();
+    let mut dropped = false;
+    for _ in 0..200 {
+        c.core(1).tick().unwrap();
+        c.process_readies();
+        while let Some((from, env)) = c.queue.pop_front() {
+            if let Rpc::InstallSnapshot(chunk) = &env.message.rpc {
+                offsets.push(chunk.offset);
+                if chunk.offset > 0 && !dropped {
+                    dropped = true;
+                    continue;
+                }
+            }
+            if let Some(node) = c.nodes.get_mut(&env.to) {
+                node.core.step(from, env.message).unwrap();
+            }
+            c.process_readies();
+        }
+        if c.node(3).state == c.node(1).state {
+            break;
+        }
+    }
+    assert!(dropped);
+    assert_eq!(c.node(3).state, c.node(1).state, "installed after the loss");
+    // The lost chunk was sent again from its own offset: no offset went back to 0 after the loss.
+    let first_resend = offsets.iter().position(|o| *o == 4).unwrap();
+    assert_eq!(offsets[0], 0);
+    assert!(
+        offsets[first_resend + 1..].iter().all(|o| *o >= 4),
+        "{offsets:?}"
+    );
+}
+
+#[test]
+fn a_corrupted_snapshot_fails_its_checksum_and_is_sent_again() {
+    let mut c = Cluster::new(&[1, 2, 3], small_chunks());
+    c.campaign(1);
+    c.isolate(3);
+    for i in 0..3 {
+        c.core(1).propose(data(&format!("p{i}"))).unwrap();
+    }
+    c.stabilize();
+    c.snapshot_and_compact(1);
+    c.heal();
+    let mut corrupted = false;
+    let mut mismatches = 0;
+    for _ in 0..100 {
+        c.core(1).tick().unwrap();
+        c.process_readies();
+        while let Some((from, mut env)) = c.queue.pop_front() {
+            if let Rpc::InstallSnapshot(chunk) = &mut env.message.rpc {
+                if !corrupted && !chunk.data.is_empty() {
+                    corrupted = true;
+                    let mut bad = chunk.data.to_vec();
+                    bad[0] ^= 0xFF;
+                    chunk.data = Bytes::from(bad);
+                }
+            }
+            if let Rpc::SnapshotResponse(r) = &env.message.rpc {
+                if r.result == crate::message::SnapshotProgress::ChecksumMismatch {
+                    mismatches += 1;
+                }
+            }
+            if let Some(node) = c.nodes.get_mut(&env.to) {
+                node.core.step(from, env.message).unwrap();
+            }
+            c.process_readies();
+        }
+        if c.node(3).state == c.node(1).state {
+            break;
+        }
+    }
+    assert_eq!(mismatches, 1);
+    assert_eq!(c.node(3).state, c.node(1).state);
+}
+
+#[test]
+fn a_snapshot_older_than_the_commit_index_is_ignored() {
+    let mut c = Cluster::new(&[1, 2, 3], config());
+    c.campaign(1);
+    c.core(1).propose(data("a")).unwrap();
+    c.stabilize();
+    let old = crate::message::SnapshotChunk {
+        meta: SnapshotMeta {
+            last: LogId::new(1, 1),
+            membership: Membership::new_voters([1, 2, 3]),
+        },
+        offset: 0,
+        data: Bytes::new(),
+        total_len: 0,
+        checksum: checksum::crc32(b""),
+    };
+    c.core(2)
+        .step(1, message(1, Rpc::InstallSnapshot(old)))
+        .unwrap();
+    c.stabilize();
+    assert_eq!(c.node(2).state, vec![data("a")]);
+    assert_eq!(
+        c.node(2).log.first_index().unwrap(),
+        1,
+        "the log was not replaced"
+    );
+}
+
+#[test]
+fn a_replica_restarts_from_a_snapshot_and_its_log_suffix() {
+    let mut c = Cluster::new(&[1, 2, 3], config());
+    c.campaign(1);
+    for i in 0..3 {
+        c.core(1).propose(data(&format!("p{i}"))).unwrap();
+    }
+    c.stabilize();
+    c.snapshot_and_compact(2);
+    c.core(1).propose(data("suffix")).unwrap();
+    c.stabilize();
+    // Restart node 2: its state machine reloads the snapshot and reports the snapshot's index as applied;
+    // the suffix is applied again from the log.
+    let log = c.node(2).log.clone();
+    let snapshot = log.snapshot().unwrap().unwrap();
+    let applied = snapshot.meta.last.index;
+    let mut core =
+        RaftCore::<T, MemLog>::new(2, config().validated().unwrap(), log.clone(), applied, 9)
+            .unwrap();
+    let mut state = decode_state(&snapshot.data);
+    assert_eq!(core.commit_index(), 5);
+    while let Some(ready) = core.ready().unwrap() {
+        let p = ready.persisted();
+        for e in p.committed() {
+            if let EntryPayload::Normal(d) = &e.payload {
+                state.push(d.clone());
+            }
+        }
+        core.advance(p).unwrap();
+    }
+    assert_eq!(state, c.node(1).state);
+    // An applied index below the snapshot means the state machine lacks it: a typed error.
+    let err = RaftCore::<T, MemLog>::new(2, config().validated().unwrap(), log, 0, 9);
+    assert!(matches!(err, Err(Error::CorruptState { .. })));
+}
+
+// ----- §6 membership changes -----
+
+fn voters_of(core: &Core) -> Vec<u64> {
+    core.membership().voters.iter().copied().collect()
+}
+
+/// A cluster of `ids` in which only `members` are in the initial configuration (the others are new nodes
+/// waiting to be added, with an empty configuration).
+fn cluster_with_members(ids: &[u64], members: &[u64]) -> Cluster {
+    let logs = ids
+        .iter()
+        .map(|id| {
+            if members.contains(id) {
+                MemLog::new(members)
+            } else {
+                MemLog::new(&[])
+            }
+        })
+        .collect();
+    Cluster::with_logs(ids, logs, config())
+}
+
+#[test]
+fn adding_one_voter_takes_the_single_node_shortcut() {
+    let mut c = cluster_with_members(&[1, 2, 3, 4], &[1, 2, 3]);
+    c.campaign(1);
+    c.core(1)
+        .change_membership(MembershipChange::AddVoter(4))
+        .unwrap();
+    assert!(!c.core(1).membership().is_joint());
+    c.stabilize();
+    for id in [1, 2, 3, 4] {
+        assert_eq!(voters_of(c.core(id)), vec![1, 2, 3, 4], "node {id}");
+    }
+    c.core(1).propose(data("x")).unwrap();
+    c.stabilize();
+    assert_eq!(c.applied_data(4), vec![data("x")]);
+}
+
+#[test]
+fn joint_consensus_enters_and_leaves_on_its_own() {
+    let mut c = cluster_with_members(&[1, 2, 3, 4, 5], &[1, 2, 3]);
+    c.campaign(1);
+    let target: BTreeSet<u64> = [1, 4, 5].into();
+    c.core(1)
+        .change_membership(MembershipChange::Replace {
+            voters: target.clone(),
+            learners: BTreeSet::new(),
+        })
+        .unwrap();
+    let joint = c.core(1).membership().clone();
+    assert!(joint.is_joint());
+    assert_eq!(joint.outgoing_voters, [1, 2, 3].into());
+    // A second change while the first is in flight is refused.
+    assert!(matches!(
+        c.core(1).change_membership(MembershipChange::AddVoter(2)),
+        Err(Error::MembershipChangeInProgress)
+    ));
+    c.stabilize();
+    // Once the joint configuration committed, the leader appended the final one; it committed too.
+    let leader = c.core(1);
+    assert!(!leader.membership().is_joint());
+    assert_eq!(leader.membership().voters, target);
+    let entries: Vec<bool> = c
+        .node(1)
+        .applied
+        .iter()
+        .filter_map(|e| match &e.payload {
+            EntryPayload::Membership(m) => Some(m.is_joint()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(entries, vec![true, false], "enter joint, then leave it");
+    c.core(1).propose(data("y")).unwrap();
+    c.stabilize();
+    for id in [1, 4, 5] {
+        assert_eq!(c.applied_data(id), vec![data("y")], "node {id}");
+    }
+}
+
+#[test]
+fn joint_consensus_needs_both_majorities_to_commit() {
+    let mut c = cluster_with_members(&[1, 2, 3, 4, 5], &[1, 2, 3]);
+    c.campaign(1);
+    // The new nodes are unreachable: the joint configuration cannot gather a majority of {1, 4, 5}.
+    c.isolate(4);
+    c.isolate(5);
+    c.core(1)
+        .change_membership(MembershipChange::Replace {
+            voters: [1, 4, 5].into(),
+            learners: BTreeSet::new(),
+        })
+        .unwrap();
+    let commit_before = c.core(1).commit_index();
+    c.tick_all(3);
+    assert_eq!(
+        c.core(1).commit_index(),
+        commit_before,
+        "old majority alone is not enough"
+    );
+    assert!(c.core(1).membership().is_joint());
+}
+
+#[test]
+fn a_learner_never_counts_toward_a_quorum() {
+    let mut c = cluster_with_members(&[1, 2, 3], &[1, 2]);
+    c.campaign(1);
+    c.core(1)
+        .change_membership(MembershipChange::AddLearner(3))
+        .unwrap();
+    c.stabilize();
+    assert!(c.core(3).membership().is_learner(3));
     assert_eq!(
         c.core(1).progress(3).unwrap().state,
-        ProgressState::NeedsSnapshot
+        ProgressState::Replicate
     );
+    // With voter 2 cut off, the learner's acknowledgement does not commit anything.
+    c.isolate(2);
+    let commit = c.core(1).commit_index();
+    c.core(1).propose(data("x")).unwrap();
+    c.stabilize();
+    assert_eq!(c.core(1).commit_index(), commit);
+    assert_eq!(
+        c.node(3).log.terms().len(),
+        c.node(1).log.terms().len(),
+        "but it has the log"
+    );
+    // A learner never campaigns, however long it waits.
+    for _ in 0..100 {
+        c.core(3).tick().unwrap();
+    }
+    assert_eq!(c.core(3).role(), Role::Follower);
+    // Promoting it makes it count.
+    c.heal();
+    c.stabilize();
+    c.tick_all(2);
+    c.core(1)
+        .change_membership(MembershipChange::AddVoter(3))
+        .unwrap();
+    c.stabilize();
+    assert!(c.core(1).membership().is_voter(3));
+    c.isolate(2);
+    let commit = c.core(1).commit_index();
+    c.core(1).propose(data("z")).unwrap();
+    c.stabilize();
+    assert!(
+        c.core(1).commit_index() > commit,
+        "the promoted learner now completes a quorum"
+    );
+}
+
+#[test]
+fn a_removed_leader_steps_down_after_the_change_commits() {
+    let mut c = Cluster::new(&[1, 2, 3], config());
+    c.campaign(1);
+    c.core(1)
+        .change_membership(MembershipChange::RemoveNode(1))
+        .unwrap();
+    assert!(
+        c.core(1).is_leader(),
+        "still leads until the change commits"
+    );
+    c.stabilize();
+    assert_eq!(c.core(1).role(), Role::Follower);
+    assert_eq!(voters_of(c.core(2)), vec![2, 3]);
+    // The removed node never campaigns again; the others elect a leader among themselves.
+    for _ in 0..100 {
+        c.core(1).tick().unwrap();
+    }
+    assert_eq!(c.core(1).role(), Role::Follower);
+    c.tick_all(30);
+    let leaders = c.leaders();
+    assert_eq!(leaders.len(), 1);
+    assert_ne!(leaders[0].0, 1);
+}
+
+#[test]
+fn a_removed_node_cannot_disrupt_the_cluster() {
+    let config = Config {
+        pre_vote: true,
+        check_quorum: true,
+        ..config()
+    };
+    let mut c = Cluster::new(&[1, 2, 3], config);
+    c.campaign(1);
+    // Node 3 is removed while cut off, so it never learns of its removal.
+    c.isolate(3);
+    c.core(1)
+        .change_membership(MembershipChange::RemoveNode(3))
+        .unwrap();
+    c.stabilize();
+    c.heal();
+    c.cut.insert((1, 3)); // the leader no longer talks to it anyway
+    let term = c.core(1).term();
+    c.tick_all(100);
+    assert_eq!(c.leaders(), vec![(1, term)], "no disruption");
+}
+
+#[test]
+fn an_overwritten_membership_entry_is_reverted_on_the_follower() {
+    let mut c = Cluster::new(&[1, 2, 3, 4, 5], config());
+    c.campaign(1);
+    // Leader 1 appends "remove 5"; only node 2 receives it and its acknowledgement is lost, so the entry
+    // never commits.
+    c.isolate(1);
+    c.cut.remove(&(1, 2));
+    c.core(1)
+        .change_membership(MembershipChange::RemoveNode(5))
+        .unwrap();
+    c.stabilize();
+    assert_eq!(
+        voters_of(c.core(2)),
+        vec![1, 2, 3, 4],
+        "in force as soon as appended"
+    );
+    // Node 3 wins term 2 with the votes of 4 and 5 while 1 and 2 are cut off.
+    c.isolate(2);
+    c.campaign(3);
+    assert!(c.core(3).is_leader());
+    // Node 2 rejoins: the new leader's entries overwrite the uncommitted one, and the configuration
+    // it carried is reverted.
+    c.heal();
+    c.isolate(1);
+    c.core(3).propose(data("z")).unwrap();
+    c.tick_all(2);
+    assert_eq!(voters_of(c.core(2)), vec![1, 2, 3, 4, 5]);
+    assert_eq!(c.applied_data(2), vec![data("z")]);
 }
