@@ -82,9 +82,9 @@ impl Default for Config {
 }
 
 /// A `Config` that has passed validation. The core only accepts this type, so an unchecked config cannot
-/// reach it.
+/// reach it. Cloning is cheap (shared), so many groups can hold the same configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidConfig(Config);
+pub struct ValidConfig(std::sync::Arc<Config>);
 
 impl std::ops::Deref for ValidConfig {
     type Target = Config;
@@ -98,7 +98,7 @@ impl Config {
     /// (fields in declaration order, then the rules that relate several fields).
     pub fn validated(self) -> Result<ValidConfig, ConfigError> {
         match self.validate() {
-            Ok(()) => Ok(ValidConfig(self)),
+            Ok(()) => Ok(ValidConfig(std::sync::Arc::new(self))),
             Err(errors) => Err(first_error(&errors)),
         }
     }

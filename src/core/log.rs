@@ -14,7 +14,7 @@ struct Unstable<C: RaftTypeConfig> {
     /// Entries below this index were already handed to the caller in a `Ready`.
     in_progress: Index,
     /// A snapshot received from the leader and not yet durable; `offset - 1` is its last index.
-    snapshot: Option<Snapshot<C>>,
+    snapshot: Option<Box<Snapshot<C>>>,
     /// The snapshot was already handed to the caller.
     snapshot_in_progress: bool,
 }
@@ -152,7 +152,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
         u.offset = index + 1;
         u.entries.clear();
         u.in_progress = index + 1;
-        u.snapshot = Some(snapshot);
+        u.snapshot = Some(Box::new(snapshot));
         u.snapshot_in_progress = false;
         self.committed = index;
     }
@@ -163,7 +163,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
         if u.snapshot_in_progress {
             return None;
         }
-        let snapshot = u.snapshot.clone()?;
+        let snapshot = u.snapshot.as_deref()?.clone();
         u.snapshot_in_progress = true;
         Some(snapshot)
     }

@@ -61,6 +61,28 @@ struct IncomingSnapshot<C: RaftTypeConfig> {
     checksum: u32,
 }
 
+/// The reads a replica is tracking.
+#[derive(Debug, Default)]
+struct Reads {
+    /// Reads that arrived before the leader committed an entry of its term.
+    awaiting_commit: Vec<ReadId>,
+    /// Reads waiting for a quorum of heartbeat answers, in id order.
+    awaiting_quorum: VecDeque<PendingRead>,
+    /// Confirmed reads, released once the state machine reaches their index.
+    confirmed: VecDeque<ReadState>,
+    /// Reads that can never be confirmed here, to report to the caller.
+    aborted: Vec<ReadId>,
+}
+
+impl Reads {
+    fn is_empty(&self) -> bool {
+        self.awaiting_commit.is_empty()
+            && self.awaiting_quorum.is_empty()
+            && self.confirmed.is_empty()
+            && self.aborted.is_empty()
+    }
+}
+
 /// A read waiting for its leadership confirmation.
 #[derive(Debug, Clone, Copy)]
 struct PendingRead {
@@ -105,9 +127,15 @@ pub struct RaftCore<C: RaftTypeConfig, S: LogView<C>> {
     rng: SplitMix64,
 
     /// Follower: a snapshot arriving in chunks.
-    incoming_snapshot: Option<IncomingSnapshot<C>>,
+    incoming_snapshot: Option<Box<IncomingSnapshot<C>>>,
     /// Leader: the checksum of the snapshot being sent, computed once per snapshot.
     snapshot_checksum: Option<(LogId, u32)>,
+
+    /// Leader only: a check-quorum round passed since this replica became leader or last woke, so lease
+    /// reads are safe.
+    lease_valid: bool,
+    /// Periodic heartbeats are the caller's job (see `with_external_heartbeats`).
+    external_heartbeats: bool,
 
     /// Leader only: a leadership transfer in progress and the ticks it has taken.
     transferee: Option<C::NodeId>,
@@ -121,15 +149,10 @@ pub struct RaftCore<C: RaftTypeConfig, S: LogView<C>> {
     pending_commit_broadcast: bool,
 
     next_read_id: u64,
-    /// Reads that arrived before the leader committed an entry of its term.
-    reads_awaiting_commit: Vec<ReadId>,
-    /// Reads waiting for a quorum of heartbeat answers, in id order.
-    reads_awaiting_quorum: VecDeque<PendingRead>,
     /// Leader only: a heartbeat carrying the newest read id must go out.
     pending_read_broadcast: bool,
-    /// Confirmed reads, released once the state machine reaches their index.
-    confirmed_reads: VecDeque<ReadState>,
-    aborted_reads: Vec<ReadId>,
+    /// Reads in progress; allocated only while there are some, to keep idle replicas small.
+    reads: Option<Box<Reads>>,
 
     /// Messages that may leave at once, and those that must wait for durability.
     messages: Vec<Envelope<C>>,
@@ -201,17 +224,16 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             rng: SplitMix64::new(seed),
             incoming_snapshot: None,
             snapshot_checksum: None,
+            lease_valid: false,
+            external_heartbeats: false,
             transferee: None,
             transfer_elapsed: 0,
             uncommitted_bytes: 0,
             pending_append: false,
             pending_commit_broadcast: false,
             next_read_id: 1,
-            reads_awaiting_commit: Vec::new(),
-            reads_awaiting_quorum: VecDeque::new(),
             pending_read_broadcast: false,
-            confirmed_reads: VecDeque::new(),
-            aborted_reads: Vec::new(),
+            reads: None,
             messages: Vec::new(),
             messages_after_persist: Vec::new(),
             prev_hard_state: HardState {
@@ -362,10 +384,15 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.election_elapsed += 1;
         if self.election_elapsed >= self.election_timeout() {
             self.election_elapsed = 0;
-            if self.config.check_quorum && !self.quorum_recently_active() {
-                tracing::debug!(id = ?self.id, term = self.term, "check-quorum failed; stepping down");
-                self.become_follower(self.term, None);
-                return Ok(());
+            if self.config.check_quorum {
+                if !self.quorum_recently_active() {
+                    tracing::debug!(id = ?self.id, term = self.term, "check-quorum failed; stepping down");
+                    self.become_follower(self.term, None);
+                    return Ok(());
+                }
+                // A quorum answered within the last election timeout: no other leader can have been
+                // elected meanwhile, so lease reads are safe until the next check.
+                self.lease_valid = true;
             }
         }
         if let Some(target) = self.transferee {
@@ -375,11 +402,105 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 self.transferee = None;
             }
         }
-        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+        if !self.external_heartbeats && self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
         }
         Ok(())
+    }
+
+    // ----- driving many groups (used by `Groups`) -----
+
+    /// Leaves periodic heartbeats to the caller, who calls [`heartbeat`](Self::heartbeat) on every
+    /// leader at the same ticks, so that the heartbeats of many groups toward one node coalesce into one
+    /// message. Heartbeats that confirm reads are still sent at once.
+    pub fn with_external_heartbeats(mut self) -> Self {
+        self.external_heartbeats = true;
+        self
+    }
+
+    /// A leader sends a heartbeat to every follower now; other roles do nothing.
+    pub fn heartbeat(&mut self) {
+        if self.role == Role::Leader {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// True when nothing is in flight and nothing will happen without new input: everything is committed,
+    /// applied and durable, and (for a leader) every replica holds the whole log, with no read, transfer
+    /// or membership change pending. Such a replica may stop ticking (hibernate).
+    pub fn is_quiescent(&self) -> bool {
+        if self.outstanding_ready.is_some() || self.has_ready() {
+            return false;
+        }
+        let Ok(last) = self.log.last_index() else {
+            return false;
+        };
+        let settled = self.log.committed == last
+            && self.log.applied == last
+            && self.log.stable_last_index().is_ok_and(|i| i == last);
+        if !settled {
+            return false;
+        }
+        match self.role {
+            Role::Leader => {
+                self.transferee.is_none()
+                    && self.reads.is_none()
+                    && !self.memberships.current().is_joint()
+                    && self.progress.values().all(|p| p.match_index == last)
+            }
+            Role::Follower => self.leader.is_some() && self.incoming_snapshot.is_none(),
+            Role::PreCandidate | Role::Candidate => false,
+        }
+    }
+
+    /// Releases the memory only an active replica needs (leader progress, buffers). Call when the
+    /// replica stops ticking; [`wake`](Self::wake) undoes it. Only valid while [`is_quiescent`].
+    ///
+    /// [`is_quiescent`]: Self::is_quiescent
+    pub fn hibernate(&mut self) {
+        self.progress = BTreeMap::new();
+        self.votes = BTreeMap::new();
+        self.messages = Vec::new();
+        self.messages_after_persist = Vec::new();
+        self.reads = None;
+        self.incoming_snapshot = None;
+        self.snapshot_checksum = None;
+        // Time stops while hibernating: a lease can no longer be vouched for.
+        self.lease_valid = false;
+    }
+
+    /// Resumes after [`hibernate`](Self::hibernate). A leader rebuilds its follower progress: every
+    /// replica held the whole (committed) log when it went to sleep, and committed entries are never lost.
+    pub fn wake(&mut self) -> Result<(), Error<C>> {
+        self.lease_valid = false;
+        if self.role == Role::Leader && self.progress.is_empty() {
+            let committed = self.log.committed;
+            for peer in self.memberships.current().replicas() {
+                if peer != self.id {
+                    let mut pr = Progress::new(committed + 1);
+                    pr.maybe_update(committed);
+                    pr.become_replicate();
+                    pr.recent_active = true;
+                    self.progress.insert(peer, pr);
+                }
+            }
+            self.election_elapsed = 0;
+        }
+        Ok(())
+    }
+
+    /// The leader's node is gone: forget the leader and time out `after` ticks from now (a caller spreads
+    /// these over its groups, and ranks a group's replicas, so that one election starts per group).
+    pub fn leader_lost(&mut self, after: u32) {
+        if self.role == Role::Leader {
+            return;
+        }
+        self.leader = None;
+        self.election_elapsed = self
+            .randomized_election_timeout
+            .saturating_sub(after.max(1));
     }
 
     /// True if a quorum (counting this leader) was heard from since the last check; resets the marks.
@@ -429,14 +550,20 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.progress.clear();
         self.transferee = None;
         self.transfer_elapsed = 0;
+        self.lease_valid = false;
         self.uncommitted_bytes = 0;
         self.pending_append = false;
         self.pending_commit_broadcast = false;
         self.pending_read_broadcast = false;
         // Unconfirmed reads can never be confirmed by this replica now. Confirmed ones stay valid.
-        self.aborted_reads.append(&mut self.reads_awaiting_commit);
-        self.aborted_reads
-            .extend(self.reads_awaiting_quorum.drain(..).map(|r| r.id));
+        if let Some(reads) = self.reads.as_mut() {
+            let awaiting_commit = std::mem::take(&mut reads.awaiting_commit);
+            reads.aborted.extend(awaiting_commit);
+            let awaiting_quorum = std::mem::take(&mut reads.awaiting_quorum);
+            reads
+                .aborted
+                .extend(awaiting_quorum.into_iter().map(|r| r.id));
+        }
     }
 
     fn become_follower(&mut self, term: Term, leader: Option<C::NodeId>) {
@@ -970,12 +1097,12 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 self.send_after_persist(from, progress(0));
                 return Ok(());
             }
-            self.incoming_snapshot = Some(IncomingSnapshot {
+            self.incoming_snapshot = Some(Box::new(IncomingSnapshot {
                 meta: chunk.meta.clone(),
                 buf: Vec::new(),
                 total_len: chunk.total_len,
                 checksum: chunk.checksum,
-            });
+            }));
         }
         let Some(incoming) = self.incoming_snapshot.as_mut() else {
             return Ok(());
@@ -992,7 +1119,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             self.send_after_persist(from, progress(received));
             return Ok(());
         }
-        let Some(incoming) = self.incoming_snapshot.take() else {
+        let Some(incoming) = self.incoming_snapshot.take().map(|b| *b) else {
             return Ok(());
         };
         if checksum::crc32(&incoming.buf) != incoming.checksum {
@@ -1298,7 +1425,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             self.start_read(id);
         } else {
             // Our commit index may lag the previous leader's until we commit in our own term.
-            self.reads_awaiting_commit.push(id);
+            self.reads_mut().awaiting_commit.push(id);
         }
         Ok(id)
     }
@@ -1309,22 +1436,38 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
 
     fn start_read(&mut self, id: ReadId) {
         let index = self.log.committed;
-        let single_voter = self.memberships.current().voters.len() <= 1
-            && self.memberships.current().outgoing_voters.len() <= 1;
-        if single_voter || self.config.read_mode == ReadMode::Lease {
-            self.confirmed_reads.push_back(ReadState { id, index });
+        let me = self.id;
+        let current = self.memberships.current();
+        let quorum_is_me = current
+            .voters
+            .iter()
+            .chain(current.outgoing_voters.iter())
+            .all(|id| *id == me);
+        let lease_holds = self.config.read_mode == ReadMode::Lease && self.lease_valid;
+        if quorum_is_me || lease_holds {
+            self.reads_mut()
+                .confirmed
+                .push_back(ReadState { id, index });
         } else {
-            self.reads_awaiting_quorum
+            self.reads_mut()
+                .awaiting_quorum
                 .push_back(PendingRead { id, index });
             self.pending_read_broadcast = true;
         }
     }
 
+    fn reads_mut(&mut self) -> &mut Reads {
+        self.reads.get_or_insert_with(Box::default)
+    }
+
     fn on_commit_in_term(&mut self) {
-        if self.reads_awaiting_commit.is_empty() {
+        let Some(reads) = self.reads.as_mut() else {
+            return;
+        };
+        if reads.awaiting_commit.is_empty() {
             return;
         }
-        for id in std::mem::take(&mut self.reads_awaiting_commit) {
+        for id in std::mem::take(&mut reads.awaiting_commit) {
             self.start_read(id);
         }
         // Answers to heartbeats sent after these reads arrived may already confirm them.
@@ -1333,7 +1476,11 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
 
     /// Releases reads whose id a quorum has echoed in heartbeat answers of this term.
     fn confirm_reads(&mut self) {
-        if self.reads_awaiting_quorum.is_empty() {
+        if self
+            .reads
+            .as_ref()
+            .is_none_or(|r| r.awaiting_quorum.is_empty())
+        {
             return;
         }
         let me = self.id;
@@ -1350,15 +1497,18 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 }
             },
         );
-        while let Some(read) = self.reads_awaiting_quorum.front() {
+        let Some(reads) = self.reads.as_mut() else {
+            return;
+        };
+        while let Some(read) = reads.awaiting_quorum.front() {
             if read.id.0 > confirmed {
                 break;
             }
-            self.confirmed_reads.push_back(ReadState {
+            reads.confirmed.push_back(ReadState {
                 id: read.id,
                 index: read.index,
             });
-            self.reads_awaiting_quorum.pop_front();
+            reads.awaiting_quorum.pop_front();
         }
     }
 
@@ -1565,8 +1715,10 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             || self.pending_append
             || self.pending_commit_broadcast
             || self.pending_read_broadcast
-            || !self.aborted_reads.is_empty()
-            || !self.confirmed_reads.is_empty()
+            || self
+                .reads
+                .as_ref()
+                .is_some_and(|r| !r.aborted.is_empty() || !r.confirmed.is_empty())
             || self
                 .log
                 .applicable_index()
@@ -1603,12 +1755,19 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         }
         let readable = applied_to.unwrap_or(self.log.applied);
         let mut read_states = Vec::new();
-        while let Some(read) = self.confirmed_reads.front() {
-            if read.index > readable {
-                break;
+        let mut aborted_reads = Vec::new();
+        if let Some(reads) = self.reads.as_mut() {
+            while let Some(read) = reads.confirmed.front() {
+                if read.index > readable {
+                    break;
+                }
+                read_states.push(*read);
+                reads.confirmed.pop_front();
             }
-            read_states.push(*read);
-            self.confirmed_reads.pop_front();
+            aborted_reads = std::mem::take(&mut reads.aborted);
+            if reads.is_empty() {
+                self.reads = None;
+            }
         }
 
         let nothing = entries.is_empty()
@@ -1617,7 +1776,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             && !soft_state_changed
             && committed.is_empty()
             && read_states.is_empty()
-            && self.aborted_reads.is_empty()
+            && aborted_reads.is_empty()
             && self.messages.is_empty()
             && self.messages_after_persist.is_empty();
         if nothing {
@@ -1642,7 +1801,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 messages: std::mem::take(&mut self.messages_after_persist),
                 committed,
                 read_states,
-                aborted_reads: std::mem::take(&mut self.aborted_reads),
+                aborted_reads,
                 last_entry,
                 snapshot: snapshot_id,
                 applied_to,

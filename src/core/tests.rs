@@ -967,7 +967,7 @@ fn a_deposed_leader_never_answers_a_read() {
 }
 
 #[test]
-fn lease_reads_are_served_at_once_by_a_leader_that_committed_in_its_term() {
+fn lease_reads_are_served_at_once_once_a_check_quorum_round_passed() {
     let config = Config {
         check_quorum: true,
         read_mode: ReadMode::Lease,
@@ -975,11 +975,78 @@ fn lease_reads_are_served_at_once_by_a_leader_that_committed_in_its_term() {
     };
     let mut c = Cluster::new(&[1, 2, 3], config);
     c.campaign(1);
+    // A fresh leader holds no lease yet: the read goes through a heartbeat round like ReadIndex.
     c.cut.insert((1, 2));
     c.cut.insert((1, 3));
-    let id = c.core(1).read_index().unwrap();
+    let first = c.core(1).read_index().unwrap();
     c.process_readies();
-    assert_eq!(c.node(1).reads, vec![ReadState { id, index: 1 }]);
+    assert!(c.node(1).reads.is_empty());
+    c.heal();
+    c.stabilize();
+    assert_eq!(
+        c.node(1).reads,
+        vec![ReadState {
+            id: first,
+            index: 1
+        }]
+    );
+    // After a check-quorum round (an election timeout of answered heartbeats) the lease holds: a read is
+    // served with no message at all.
+    c.tick_all(10);
+    c.cut.insert((1, 2));
+    c.cut.insert((1, 3));
+    let second = c.core(1).read_index().unwrap();
+    c.process_readies();
+    assert_eq!(
+        c.node(1).reads.last(),
+        Some(&ReadState {
+            id: second,
+            index: 1
+        })
+    );
+}
+
+#[test]
+fn a_woken_leader_holds_no_lease() {
+    let config = Config {
+        check_quorum: true,
+        read_mode: ReadMode::Lease,
+        ..config()
+    };
+    let mut c = Cluster::new(&[1, 2, 3], config);
+    c.campaign(1);
+    c.tick_all(10);
+    assert!(c.core(1).is_quiescent());
+    c.core(1).hibernate();
+    c.core(1).wake().unwrap();
+    c.isolate(1);
+    c.core(1).read_index().unwrap();
+    c.process_readies();
+    assert!(
+        c.node(1).reads.is_empty(),
+        "time stopped while asleep: the lease is gone"
+    );
+}
+
+#[test]
+fn a_hibernated_leader_wakes_with_its_followers_caught_up() {
+    let mut c = Cluster::new(&[1, 2, 3], config());
+    c.campaign(1);
+    c.core(1).propose(data("a")).unwrap();
+    c.stabilize();
+    for id in [1, 2, 3] {
+        assert!(c.core(id).is_quiescent(), "node {id}");
+    }
+    c.core(1).hibernate();
+    assert!(
+        c.core(1).progress(2).is_none(),
+        "no progress kept while asleep"
+    );
+    c.core(1).wake().unwrap();
+    assert_eq!(c.core(1).progress(2).unwrap().match_index, 2);
+    c.core(1).propose(data("b")).unwrap();
+    c.stabilize();
+    assert_eq!(c.applied_data(3), vec![data("a"), data("b")]);
 }
 
 // ----- leadership transfer -----
@@ -1608,4 +1675,15 @@ fn an_overwritten_membership_entry_is_reverted_on_the_follower() {
     c.tick_all(2);
     assert_eq!(voters_of(c.core(2)), vec![1, 2, 3, 4, 5]);
     assert_eq!(c.applied_data(2), vec![data("z")]);
+}
+
+#[test]
+fn an_idle_replica_stays_small() {
+    // Multi-Raft hosts hundreds of thousands of replicas: the inline size of a core is a budget, not an
+    // accident. Leader, read and snapshot state is allocated only while in use.
+    assert!(
+        std::mem::size_of::<Core>() <= 512,
+        "{}",
+        std::mem::size_of::<Core>()
+    );
 }
