@@ -72,6 +72,17 @@ impl<C: RaftTypeConfig> Ready<C> {
         self.hard_state.as_ref()
     }
 
+    /// Moves the writes out (snapshot to install, entries to append, hard state), for a caller that
+    /// gathers the writes of many groups into one storage batch. The Ready still releases its
+    /// after-durability part through [`persisted`](Self::persisted).
+    pub fn take_writes(&mut self) -> Writes<C> {
+        Writes {
+            snapshot: self.snapshot.take(),
+            entries: std::mem::take(&mut self.entries),
+            hard_state: self.hard_state.take(),
+        }
+    }
+
     /// True if the writes must be synced to disk before [`persisted`](Self::persisted): new entries, or a new
     /// term or vote. A change of the commit index alone need not be synced.
     pub fn must_sync(&self) -> bool {
@@ -92,6 +103,21 @@ impl<C: RaftTypeConfig> Ready<C> {
             after.messages = self.messages;
         }
         after
+    }
+}
+
+/// The writes of one [`Ready`], moved out with [`Ready::take_writes`]. Apply them in field order: install
+/// the snapshot, append the entries (dropping any conflicting tail first), store the hard state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Writes<C: RaftTypeConfig> {
+    pub snapshot: Option<Snapshot<C>>,
+    pub entries: Vec<Entry<C>>,
+    pub hard_state: Option<HardState<C>>,
+}
+
+impl<C: RaftTypeConfig> Writes<C> {
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.entries.is_empty() && self.hard_state.is_none()
     }
 }
 

@@ -12,6 +12,8 @@ pub mod quorum;
 mod rng;
 
 #[cfg(test)]
+pub(crate) mod test_log;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -431,9 +433,12 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
     /// applied and durable, and (for a leader) every replica holds the whole log, with no read, transfer
     /// or membership change pending. Such a replica may stop ticking (hibernate).
     pub fn is_quiescent(&self) -> bool {
-        if self.outstanding_ready.is_some() || self.has_ready() {
-            return false;
-        }
+        self.outstanding_ready.is_none() && !self.has_ready() && self.is_settled()
+    }
+
+    /// The state part of [`is_quiescent`](Self::is_quiescent), ignoring work waiting in a `Ready`: a
+    /// heartbeat answered by a hibernating follower leaves it settled.
+    pub fn is_settled(&self) -> bool {
         let Ok(last) = self.log.last_index() else {
             return false;
         };
