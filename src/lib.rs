@@ -28,6 +28,7 @@ pub mod core;
 pub mod error;
 pub mod groups;
 pub mod message;
+pub mod network;
 pub mod ready;
 pub mod storage;
 pub mod types;
@@ -40,6 +41,7 @@ pub use crate::core::{MembershipChange, RaftCore, Status};
 pub use crate::error::{ConfigError, Error, StorageError};
 pub use crate::groups::{Groups, GroupsConfig, GroupsError, NodeBatch};
 pub use crate::message::{Envelope, Message, Rpc};
+pub use crate::network::{Inbound, Network, NetworkError};
 pub use crate::ready::{Persisted, ReadId, ReadState, Ready, SoftState, Writes};
 pub use crate::storage::{InitialState, LogView};
 pub use crate::types::{
