@@ -29,7 +29,8 @@ pub enum Rpc<C: RaftTypeConfig> {
     HeartbeatResponse(HeartbeatResponse),
     /// Sent by a leader transferring leadership: campaign now, ignoring the election timeout.
     TimeoutNow,
-    InstallSnapshot(SnapshotChunk<C>),
+    /// Boxed: rare and large, it would make every message larger.
+    InstallSnapshot(Box<SnapshotChunk<C>>),
     SnapshotResponse(SnapshotResponse),
 }
 

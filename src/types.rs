@@ -131,8 +131,8 @@ pub enum EntryPayload<C: RaftTypeConfig> {
     Blank,
     /// An application command.
     Normal(C::Data),
-    /// A new cluster membership.
-    Membership(Membership<C>),
+    /// A new cluster membership (boxed: rare, and it would make every entry larger).
+    Membership(Box<Membership<C>>),
 }
 
 /// One entry of the replicated log.

@@ -270,6 +270,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
         out
     }
 
+    /// Releases spare capacity (for a hibernating replica).
+    pub fn shrink(&mut self) {
+        if self.unstable.entries.is_empty() {
+            self.unstable.entries = Vec::new();
+        }
+    }
+
     pub fn has_unpersisted(&self) -> bool {
         let u = &self.unstable;
         u.in_progress < u.offset + u.entries.len() as Index

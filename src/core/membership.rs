@@ -3,46 +3,56 @@
 
 use crate::types::{Index, Membership, RaftTypeConfig};
 
-/// Membership configurations in index order. The first is the base: the newest one at or below the applied
-/// index (or the bootstrap / snapshot configuration). Later ones come from log entries not yet applied.
+/// Membership configurations in index order. The base is the newest one at or below the applied index
+/// (or the bootstrap / snapshot configuration); `later` holds those from log entries not yet applied,
+/// empty (and unallocated) most of the time.
 #[derive(Debug, Clone)]
 pub struct MembershipLog<C: RaftTypeConfig> {
-    configs: Vec<(Index, Membership<C>)>,
+    base: (Index, Membership<C>),
+    later: Vec<(Index, Membership<C>)>,
 }
 
 impl<C: RaftTypeConfig> MembershipLog<C> {
     pub fn new(index: Index, base: Membership<C>) -> Self {
         MembershipLog {
-            configs: vec![(index, base)],
+            base: (index, base),
+            later: Vec::new(),
         }
+    }
+
+    fn newest(&self) -> &(Index, Membership<C>) {
+        self.later.last().unwrap_or(&self.base)
     }
 
     /// The configuration in force: the newest in the log, committed or not (Raft thesis §4.1).
     pub fn current(&self) -> &Membership<C> {
-        &self.configs[self.configs.len() - 1].1
+        &self.newest().1
     }
 
     /// The index of the entry that carried the current configuration.
     pub fn current_index(&self) -> Index {
-        self.configs[self.configs.len() - 1].0
+        self.newest().0
     }
 
     /// The configuration in force at `index`.
     pub fn at(&self, index: Index) -> &Membership<C> {
-        let pos = self.configs.partition_point(|(i, _)| *i <= index);
-        &self.configs[pos.saturating_sub(1)].1
+        let pos = self.later.partition_point(|(i, _)| *i <= index);
+        match pos.checked_sub(1) {
+            Some(p) => &self.later[p].1,
+            None => &self.base.1,
+        }
     }
 
     pub fn push(&mut self, index: Index, membership: Membership<C>) {
         self.truncate_from(index);
-        self.configs.push((index, membership));
+        self.later.push((index, membership));
     }
 
     /// Forgets configurations from entries at or after `index`, which a new leader overwrote. The base
     /// is never dropped: it is at or below the commit index, which no leader overwrites.
     pub fn truncate_from(&mut self, index: Index) {
-        let keep = self.configs.partition_point(|(i, _)| *i < index).max(1);
-        self.configs.truncate(keep);
+        let keep = self.later.partition_point(|(i, _)| *i < index);
+        self.later.truncate(keep);
     }
 
     /// True if a configuration newer than `committed` is in the log.
@@ -50,18 +60,25 @@ impl<C: RaftTypeConfig> MembershipLog<C> {
         self.current_index() > committed
     }
 
-    /// Drops configurations superseded at or below `applied`.
+    /// Drops configurations superseded at or below `applied`: the newest of those becomes the base.
     pub fn prune(&mut self, applied: Index) {
-        let pos = self.configs.partition_point(|(i, _)| *i <= applied);
-        if pos > 1 {
-            self.configs.drain(..pos - 1);
+        let pos = self.later.partition_point(|(i, _)| *i <= applied);
+        if pos > 0 {
+            let mut drained = self.later.drain(..pos);
+            if let Some(newest) = drained.next_back() {
+                self.base = newest;
+            }
+            drop(drained);
+            if self.later.is_empty() {
+                self.later = Vec::new(); // release the allocation
+            }
         }
     }
 
     /// Replaces everything with the configuration of an installed snapshot.
     pub fn reset(&mut self, index: Index, membership: Membership<C>) {
-        self.configs.clear();
-        self.configs.push((index, membership));
+        self.base = (index, membership);
+        self.later = Vec::new();
     }
 }
 

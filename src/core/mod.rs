@@ -131,7 +131,7 @@ pub struct RaftCore<C: RaftTypeConfig, S: LogView<C>> {
     /// Follower: a snapshot arriving in chunks.
     incoming_snapshot: Option<Box<IncomingSnapshot<C>>>,
     /// Leader: the checksum of the snapshot being sent, computed once per snapshot.
-    snapshot_checksum: Option<(LogId, u32)>,
+    snapshot_checksum: Option<Box<(LogId, u32)>>,
 
     /// Leader only: a check-quorum round passed since this replica became leader or last woke, so lease
     /// reads are safe.
@@ -269,7 +269,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             let entries = log.slice(low, high + 1, usize::MAX)?;
             for entry in entries.iter().rev() {
                 if let EntryPayload::Membership(m) = &entry.payload {
-                    found.push((entry.index, m.clone()));
+                    found.push((entry.index, (**m).clone()));
                     if entry.index <= log.committed {
                         break 'scan;
                     }
@@ -470,6 +470,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.messages = Vec::new();
         self.messages_after_persist = Vec::new();
         self.reads = None;
+        self.log.shrink();
         self.incoming_snapshot = None;
         self.snapshot_checksum = None;
         // Time stops while hibernating: a lease can no longer be vouched for.
@@ -715,7 +716,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             Rpc::Heartbeat(hb) => self.handle_heartbeat(from, hb),
             Rpc::HeartbeatResponse(resp) => self.handle_heartbeat_response(from, resp),
             Rpc::TimeoutNow => self.handle_timeout_now(from),
-            Rpc::InstallSnapshot(chunk) => self.handle_install_snapshot(from, chunk),
+            Rpc::InstallSnapshot(chunk) => self.handle_install_snapshot(from, *chunk),
             Rpc::SnapshotResponse(resp) => self.handle_snapshot_response(from, resp),
         }
     }
@@ -912,7 +913,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let mut changed = false;
         for entry in entries {
             if let EntryPayload::Membership(m) = &entry.payload {
-                self.memberships.push(entry.index, m.clone());
+                self.memberships.push(entry.index, (**m).clone());
                 changed = true;
             }
         }
@@ -1299,7 +1300,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 learners: current.learners.clone(),
             };
             tracing::debug!(id = ?self.id, "joint configuration committed; leaving it");
-            self.append_as_leader(vec![EntryPayload::Membership(leave)])?;
+            self.append_as_leader(vec![EntryPayload::Membership(Box::new(leave))])?;
         } else if !current.is_voter(self.id) {
             tracing::debug!(id = ?self.id, "removed from the voters; stepping down");
             // Tell the others about the commit before going quiet, so that they elect a successor soon.
@@ -1379,7 +1380,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         if next == *current {
             return Err(invalid("the configuration would not change"));
         }
-        let (id, _) = self.append_as_leader(vec![EntryPayload::Membership(next)])?;
+        let (id, _) = self.append_as_leader(vec![EntryPayload::Membership(Box::new(next))])?;
         Ok(id)
     }
 
@@ -1611,11 +1612,11 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         if id != wanted {
             next_offset = 0; // storage has a newer snapshot: send that one instead
         }
-        let checksum = match self.snapshot_checksum {
-            Some((cached, sum)) if cached == id => sum,
+        let checksum = match self.snapshot_checksum.as_deref() {
+            Some(&(cached, sum)) if cached == id => sum,
             _ => {
                 let sum = checksum::crc32(&bytes);
-                self.snapshot_checksum = Some((id, sum));
+                self.snapshot_checksum = Some(Box::new((id, sum)));
                 sum
             }
         };
@@ -1631,13 +1632,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         }
         self.send_now(
             to,
-            Rpc::InstallSnapshot(SnapshotChunk {
+            Rpc::InstallSnapshot(Box::new(SnapshotChunk {
                 meta: snapshot.meta,
                 offset: start,
                 data: bytes.slice(start as usize..end as usize),
                 total_len,
                 checksum,
-            }),
+            })),
         );
         Ok(())
     }

@@ -1232,7 +1232,7 @@ fn a_snapshot_older_than_the_commit_index_is_ignored() {
         checksum: checksum::crc32(b""),
     };
     c.core(2)
-        .step(1, message(1, Rpc::InstallSnapshot(old)))
+        .step(1, message(1, Rpc::InstallSnapshot(Box::new(old))))
         .unwrap();
     c.stabilize();
     assert_eq!(c.node(2).state, vec![data("a")]);

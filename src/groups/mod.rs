@@ -139,7 +139,8 @@ pub struct Groups<C: RaftTypeConfig, S: LogView<C>> {
     config: GroupsConfig,
     seed: u64,
     now: u64,
-    slots: Vec<Option<Slot<C, S>>>,
+    /// Boxed, so that the array's spare capacity costs a pointer per group, not a whole slot.
+    slots: Vec<Option<Box<Slot<C, S>>>>,
     free_slots: Vec<usize>,
     index: HashMap<C::GroupId, usize>,
     awake: Vec<usize>,
@@ -231,13 +232,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
         let core = RaftCore::new(self.node, self.raft_config.clone(), storage, applied, seed)
             .map_err(|error| GroupsError::Group { group, error })?
             .with_external_heartbeats();
-        let slot = Slot {
+        let slot = Box::new(Slot {
             group,
             core,
             awake_pos: None,
             quiet_ticks: 0,
             dirty: false,
-        };
+        });
         let idx = match self.free_slots.pop() {
             Some(idx) => {
                 self.slots[idx] = Some(slot);
