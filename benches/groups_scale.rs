@@ -11,18 +11,18 @@
 //! groups_scale`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
 use tickraft::groups::{Groups, GroupsConfig, NodeBatch};
-use tickraft::{
-    Config, Entry, HardState, Index, InitialState, LogView, Membership, RaftTypeConfig, Snapshot,
-    StorageError, Term,
-};
+use tickraft::{Config, Membership};
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{BenchLog, B};
 
 /// Counts live heap bytes, so that memory per replica is exact rather than read off the RSS (which
 /// keeps whatever the allocator has not returned to the OS).
@@ -54,94 +54,6 @@ static ALLOCATOR: Counting = Counting;
 
 fn live_bytes() -> usize {
     LIVE.load(Ordering::Relaxed)
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct B;
-
-impl RaftTypeConfig for B {
-    type NodeId = u64;
-    type GroupId = u64;
-    type Data = Bytes;
-    type Snapshot = Bytes;
-}
-
-/// The leanest possible durable log, so that the figures measure Groups and not a storage engine.
-struct LogInner {
-    hard_state: HardState<B>,
-    membership: Membership<B>,
-    entries: Vec<Entry<B>>,
-}
-
-#[derive(Clone)]
-struct BenchLog(Rc<RefCell<LogInner>>);
-
-impl BenchLog {
-    fn new(membership: Membership<B>) -> Self {
-        BenchLog(Rc::new(RefCell::new(LogInner {
-            hard_state: HardState::default(),
-            membership,
-            entries: Vec::new(),
-        })))
-    }
-
-    fn write(&self, entries: &[Entry<B>], hs: Option<&HardState<B>>) {
-        let mut inner = self.0.borrow_mut();
-        if let Some(first) = entries.first() {
-            inner.entries.truncate((first.index - 1) as usize);
-            inner.entries.extend_from_slice(entries);
-        }
-        if let Some(hs) = hs {
-            inner.hard_state = hs.clone();
-        }
-    }
-}
-
-impl LogView<B> for BenchLog {
-    fn initial_state(&self) -> Result<InitialState<B>, StorageError> {
-        let inner = self.0.borrow();
-        Ok(InitialState {
-            hard_state: inner.hard_state.clone(),
-            membership: inner.membership.clone(),
-        })
-    }
-    fn term(&self, index: Index) -> Result<Term, StorageError> {
-        if index == 0 {
-            return Ok(0);
-        }
-        let inner = self.0.borrow();
-        inner
-            .entries
-            .get((index - 1) as usize)
-            .map(|e| e.term)
-            .ok_or(StorageError::Unavailable { index })
-    }
-    fn entries(&self, low: Index, high: Index, max: usize) -> Result<Vec<Entry<B>>, StorageError> {
-        let inner = self.0.borrow();
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for index in low..high {
-            let e = inner
-                .entries
-                .get((index - 1) as usize)
-                .ok_or(StorageError::Unavailable { index })?;
-            if !out.is_empty() && bytes + e.size() > max {
-                break;
-            }
-            bytes += e.size();
-            out.push(e.clone());
-        }
-        Ok(out)
-    }
-    fn first_index(&self) -> Result<Index, StorageError> {
-        Ok(1)
-    }
-    fn last_index(&self) -> Result<Index, StorageError> {
-        Ok(self.0.borrow().entries.len() as Index)
-    }
-    fn snapshot(&self) -> Result<Option<Snapshot<B>>, StorageError> {
-        Ok(None)
-    }
 }
 
 struct Node {

@@ -31,21 +31,24 @@ impl<C: RaftTypeConfig> Unstable<C> {
         self.entries.get((index - self.offset) as usize)
     }
 
-    fn truncate_and_append(&mut self, new: &[Entry<C>]) {
+    fn truncate_and_append(&mut self, new: Vec<Entry<C>>) {
         let Some(first) = new.first().map(|e| e.index) else {
             return;
         };
         let end = self.offset + self.entries.len() as Index;
         if first == end {
-            self.entries.extend_from_slice(new);
+            if self.entries.is_empty() {
+                self.entries = new;
+            } else {
+                self.entries.extend(new);
+            }
         } else if first <= self.offset {
             // Replaces every unstable entry (and overrides durable ones from `first` on).
             self.offset = first;
-            self.entries.clear();
-            self.entries.extend_from_slice(new);
+            self.entries = new;
         } else {
             self.entries.truncate((first - self.offset) as usize);
-            self.entries.extend_from_slice(new);
+            self.entries.extend(new);
         }
         self.in_progress = self.in_progress.min(first);
     }
@@ -183,7 +186,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
     }
 
     /// Appends entries the leader created (no conflict possible). Returns the new last index.
-    pub fn append(&mut self, entries: &[Entry<C>]) -> Index {
+    pub fn append(&mut self, entries: Vec<Entry<C>>) -> Index {
         self.unstable.truncate_and_append(entries);
         self.unstable
             .last_index()

@@ -894,9 +894,16 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 });
             }
             let skip = (conflict - req.prev.index - 1) as usize;
+            let mut entries = req.entries;
+            let new = if skip == 0 {
+                entries
+            } else {
+                entries.split_off(skip)
+            };
             self.memberships.truncate_from(conflict);
-            self.log.append(&req.entries[skip..]);
-            self.on_entries_appended(&req.entries[skip..])?;
+            let memberships = memberships_in(&new);
+            self.log.append(new);
+            self.adopt_memberships(memberships)?;
         }
         self.log.commit_to(req.commit.min(last_new))?;
         self.send_after_persist(
@@ -909,13 +916,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
     }
 
     /// Membership entries take effect as soon as they are in the log (Raft thesis §4.1).
-    fn on_entries_appended(&mut self, entries: &[Entry<C>]) -> Result<(), Error<C>> {
-        let mut changed = false;
-        for entry in entries {
-            if let EntryPayload::Membership(m) = &entry.payload {
-                self.memberships.push(entry.index, (**m).clone());
-                changed = true;
-            }
+    fn adopt_memberships(
+        &mut self,
+        memberships: Vec<(Index, Membership<C>)>,
+    ) -> Result<(), Error<C>> {
+        let changed = !memberships.is_empty();
+        for (index, m) in memberships {
+            self.memberships.push(index, m);
         }
         if changed && self.role == Role::Leader {
             self.sync_progress_with_membership()?;
@@ -1252,8 +1259,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         };
         self.uncommitted_bytes += entries.iter().map(Entry::size).sum::<usize>();
         let last_id = entries.last().map(Entry::log_id).unwrap_or(first);
-        self.log.append(&entries);
-        self.on_entries_appended(&entries)?;
+        let memberships = memberships_in(&entries);
+        self.log.append(entries);
+        self.adopt_memberships(memberships)?;
         self.pending_append = true;
         // A group of one commits as soon as its own write is durable; nothing else to wait for.
         Ok((first, last_id))
@@ -1843,4 +1851,15 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         }
         Ok(())
     }
+}
+
+/// The membership entries among `entries` (usually none: this allocates nothing then).
+fn memberships_in<C: RaftTypeConfig>(entries: &[Entry<C>]) -> Vec<(Index, Membership<C>)> {
+    entries
+        .iter()
+        .filter_map(|e| match &e.payload {
+            EntryPayload::Membership(m) => Some((e.index, (**m).clone())),
+            _ => None,
+        })
+        .collect()
 }
