@@ -36,7 +36,9 @@ pub struct Config {
     /// The lower bound (inclusive) of the randomized election timeout.
     #[validate(range(min = 2, message = "must be at least 2"))]
     pub election_timeout_min_ticks: u32,
-    /// The upper bound (exclusive) of the randomized election timeout; must exceed the lower bound.
+    /// The upper bound (exclusive) of the randomized election timeout; must exceed the lower bound by at
+    /// least 2, so that timeouts actually vary (a range of one value keeps replicas in lockstep and splits
+    /// every vote). A wide range (etcd uses `[min, 2 * min)`) converges fastest.
     #[validate(range(min = 3, message = "must be at least 3"))]
     pub election_timeout_max_ticks: u32,
     /// How often a leader sends heartbeats; must be below `election_timeout_min_ticks`.
@@ -142,10 +144,10 @@ fn rule(field: &'static str, message: &'static str) -> ValidationError {
 }
 
 fn check_cross_field_rules(config: &Config) -> Result<(), ValidationError> {
-    if config.election_timeout_max_ticks <= config.election_timeout_min_ticks {
+    if config.election_timeout_max_ticks < config.election_timeout_min_ticks + 2 {
         return Err(rule(
             "election_timeout_max_ticks",
-            "must be greater than election_timeout_min_ticks",
+            "must be at least election_timeout_min_ticks + 2 (the randomized range needs two values)",
         ));
     }
     if config.election_timeout_min_ticks <= config.heartbeat_ticks {
@@ -198,7 +200,16 @@ mod tests {
                     ..Config::default()
                 },
                 "election_timeout_max_ticks",
-                "greater than election_timeout_min_ticks",
+                "at least election_timeout_min_ticks + 2",
+            ),
+            (
+                Config {
+                    election_timeout_min_ticks: 10,
+                    election_timeout_max_ticks: 11,
+                    ..Config::default()
+                },
+                "election_timeout_max_ticks",
+                "two values",
             ),
             (
                 Config {

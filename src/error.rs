@@ -71,6 +71,9 @@ pub enum Error<C: RaftTypeConfig> {
     /// A new leader must commit an entry of its own term before changing membership; retry shortly.
     #[error("the leader has not yet committed an entry of its term")]
     LeaderNotReady,
+    /// A snapshot received from the leader is waiting to be installed; retry once it is.
+    #[error("a snapshot from the leader is being installed")]
+    SnapshotInstallPending,
     /// A message came from a node that is not a member of the group.
     #[error("message from unknown node {from:?}")]
     UnknownSender { from: C::NodeId },

@@ -171,6 +171,11 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
         Some(snapshot)
     }
 
+    /// A snapshot received from the leader is not yet durable.
+    pub fn has_pending_snapshot(&self) -> bool {
+        self.unstable.snapshot.is_some()
+    }
+
     pub fn has_unpersisted_snapshot(&self) -> bool {
         self.unstable.snapshot.is_some() && !self.unstable.snapshot_in_progress
     }

@@ -1662,8 +1662,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
 
     /// The metadata a snapshot taken now at the applied index must carry: the applied entry's id and the
     /// membership in force there. Take the state machine's snapshot at exactly that index, store it,
-    /// then compact the log up to it.
+    /// then compact the log up to it. While a snapshot received from the leader waits to be installed,
+    /// there is nothing worth compacting: `Error::SnapshotInstallPending`.
     pub fn compaction_point(&self) -> Result<SnapshotMeta<C>, Error<C>> {
+        if self.log.has_pending_snapshot() {
+            // The whole log is about to be replaced by a snapshot newer than anything applied here.
+            return Err(Error::SnapshotInstallPending);
+        }
         let applied = self.log.applied;
         Ok(SnapshotMeta {
             last: LogId::new(self.log.term(applied)?, applied),
