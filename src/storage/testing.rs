@@ -1360,3 +1360,156 @@ where
         }
     }
 }
+
+// ----- state machines -----
+
+/// Checks the guarantees every [`StateMachine`](crate::storage::StateMachine) keeps: nothing applied
+/// at first, one response per entry, the applied index and membership advancing with the entries, gaps
+/// and entries applied twice rejected without effect, deterministic responses, and snapshots that carry
+/// the whole state (a machine restored from one answers the next entries exactly like the original).
+///
+/// `make` builds a fresh machine; `command(n)` is the payload of the `n`-th normal entry (something the
+/// machine understands, so that its state actually changes). Await it in any executor.
+pub async fn run_state_machine_conformance<M, F, P>(mut make: F, mut command: P)
+where
+    M: crate::storage::StateMachine<TestTypes>,
+    M::Response: PartialEq + std::fmt::Debug,
+    F: FnMut() -> M,
+    P: FnMut(u64) -> Bytes,
+{
+    let what = "state machine";
+    let mut log: Vec<E> = Vec::new();
+    for index in 1..=40u64 {
+        let term = 1 + index / 15;
+        let payload = match index {
+            1 => EntryPayload::Blank,
+            10 => EntryPayload::Membership(Membership::new_voters([1, 2, 3])),
+            25 => EntryPayload::Membership(Membership::new_voters([2, 3])),
+            _ => EntryPayload::Normal(command(index)),
+        };
+        log.push(Entry {
+            term,
+            index,
+            payload,
+        });
+    }
+
+    let mut a = make();
+    let fresh = ok(a.applied_state().await, what);
+    assert_eq!(
+        fresh.applied,
+        LogId::default(),
+        "{what}: a fresh machine applied something"
+    );
+    assert!(
+        ok(a.apply(&[]).await, what).is_empty(),
+        "{what}: responses to no entries"
+    );
+
+    // Applied in uneven chunks, with rejected batches in between.
+    let mut responses_a = Vec::new();
+    let mut applied = 0usize;
+    for chunk in [1usize, 3, 6, 2, 8] {
+        let batch = &log[applied..applied + chunk];
+        let responses = ok(a.apply(batch).await, what);
+        assert_eq!(
+            responses.len(),
+            batch.len(),
+            "{what}: one response per entry"
+        );
+        responses_a.extend(responses);
+        applied += chunk;
+        let state = ok(a.applied_state().await, what);
+        assert_eq!(
+            state.applied,
+            log[applied - 1].log_id(),
+            "{what}: applied index"
+        );
+        let membership = if applied >= 10 {
+            Membership::new_voters([1, 2, 3])
+        } else {
+            Membership::default()
+        };
+        assert_eq!(
+            state.membership, membership,
+            "{what}: membership after {applied}"
+        );
+
+        for (label, bad) in [
+            ("an entry applied twice", &log[applied - 1..applied + 1]),
+            ("a gap", &log[applied + 1..applied + 2]),
+        ] {
+            match a.apply(bad).await {
+                Err(StorageError::InvalidWrite { .. }) => {}
+                other => panic!("{what}: {label}: expected InvalidWrite, got {other:?}"),
+            }
+            let state = ok(a.applied_state().await, what);
+            assert_eq!(
+                state.applied,
+                log[applied - 1].log_id(),
+                "{what}: {label} applied"
+            );
+        }
+    }
+
+    // Snapshot at 20, restore into a fresh machine, and continue both.
+    let snapshot = ok(a.build_snapshot().await, what);
+    assert_eq!(
+        snapshot.meta.log_id(),
+        log[applied - 1].log_id(),
+        "{what}: snapshot index"
+    );
+    assert_eq!(snapshot.meta.membership, Membership::new_voters([1, 2, 3]));
+    let mut b = make();
+    ok(b.install_snapshot(snapshot.clone()).await, what);
+    let state = ok(b.applied_state().await, what);
+    assert_eq!(
+        state.applied,
+        snapshot.meta.log_id(),
+        "{what}: applied after install"
+    );
+    assert_eq!(
+        state.membership, snapshot.meta.membership,
+        "{what}: membership after install"
+    );
+    let rest = &log[applied..];
+    let from_a = ok(a.apply(rest).await, what);
+    let from_b = ok(b.apply(rest).await, what);
+    assert_eq!(
+        from_a, from_b,
+        "{what}: a restored machine answers differently (incomplete snapshot)"
+    );
+    responses_a.extend(from_a);
+    let end = ok(b.applied_state().await, what);
+    assert_eq!(end.applied, log[39].log_id(), "{what}: applied at the end");
+    assert_eq!(
+        end.membership,
+        Membership::new_voters([2, 3]),
+        "{what}: final membership"
+    );
+
+    // Deterministic: a second machine fed the same log in one batch answers the same.
+    let mut c = make();
+    let from_c = ok(c.apply(&log).await, what);
+    assert_eq!(
+        from_c, responses_a,
+        "{what}: responses depend on more than the log"
+    );
+    assert_eq!(
+        ok(c.build_snapshot().await, what),
+        ok(a.build_snapshot().await, what),
+        "{what}: same log, different snapshots"
+    );
+
+    // Installing a snapshot replaces the state: a machine ahead goes back to the snapshot.
+    ok(c.install_snapshot(snapshot.clone()).await, what);
+    assert_eq!(
+        ok(c.applied_state().await, what).applied,
+        snapshot.meta.log_id()
+    );
+    assert_eq!(
+        ok(c.apply(rest).await, what),
+        from_b,
+        "{what}: after re-install"
+    );
+}

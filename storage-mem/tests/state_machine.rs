@@ -216,3 +216,45 @@ async fn fn_machine_applies_a_closure() -> Result<(), StorageError> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn kv_passes_the_state_machine_conformance_suite() {
+    tickraft::storage::testing::run_state_machine_conformance(
+        || KvStateMachine::<tickraft::storage::testing::TestTypes>::new(1),
+        |n| {
+            let key = format!("k{}", n % 7);
+            if n % 5 == 0 {
+                KvCommand::Delete { key }.encode()
+            } else {
+                KvCommand::Set {
+                    key,
+                    value: format!("v{n}"),
+                }
+                .encode()
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn fn_machine_passes_the_state_machine_conformance_suite() {
+    use tickraft::storage::testing::TestTypes;
+    // The state is the snapshot type itself (Bytes): a running log of the commands' first bytes.
+    tickraft::storage::testing::run_state_machine_conformance(
+        || {
+            FnStateMachine::<TestTypes, _, _>::new(
+                1,
+                Bytes::new(),
+                |state: &mut Bytes, data: &Bytes| {
+                    let mut next = state.to_vec();
+                    next.extend_from_slice(&data[..data.len().min(2)]);
+                    *state = Bytes::from(next);
+                    state.len()
+                },
+            )
+        },
+        |n| Bytes::from(format!("{n:02}")),
+    )
+    .await;
+}
