@@ -82,9 +82,9 @@ impl Default for Config {
 }
 
 /// A `Config` that has passed validation. The core only accepts this type, so an unchecked config cannot
-/// reach it.
+/// reach it. Cloning is cheap (shared), so many groups can hold the same configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidConfig(Config);
+pub struct ValidConfig(std::sync::Arc<Config>);
 
 impl std::ops::Deref for ValidConfig {
     type Target = Config;
@@ -98,7 +98,7 @@ impl Config {
     /// (fields in declaration order, then the rules that relate several fields).
     pub fn validated(self) -> Result<ValidConfig, ConfigError> {
         match self.validate() {
-            Ok(()) => Ok(ValidConfig(self)),
+            Ok(()) => Ok(ValidConfig(std::sync::Arc::new(self))),
             Err(errors) => Err(first_error(&errors)),
         }
     }
@@ -176,12 +176,18 @@ mod tests {
     fn invalid_configs_are_rejected_with_the_field_named() {
         let cases: Vec<(Config, &str, &str)> = vec![
             (
-                Config { heartbeat_ticks: 0, ..Config::default() },
+                Config {
+                    heartbeat_ticks: 0,
+                    ..Config::default()
+                },
                 "heartbeat_ticks",
                 "at least 1",
             ),
             (
-                Config { max_inflight_appends: 0, ..Config::default() },
+                Config {
+                    max_inflight_appends: 0,
+                    ..Config::default()
+                },
                 "max_inflight_appends",
                 "at least 1",
             ),
@@ -205,12 +211,19 @@ mod tests {
                 "greater than heartbeat_ticks",
             ),
             (
-                Config { read_mode: ReadMode::Lease, check_quorum: false, ..Config::default() },
+                Config {
+                    read_mode: ReadMode::Lease,
+                    check_quorum: false,
+                    ..Config::default()
+                },
                 "read_mode",
                 "check_quorum",
             ),
             (
-                Config { max_append_bytes: 0, ..Config::default() },
+                Config {
+                    max_append_bytes: 0,
+                    ..Config::default()
+                },
                 "max_append_bytes",
                 "at least 1",
             ),

@@ -115,6 +115,16 @@ pub enum Error<C: RaftTypeConfig> {
     /// The leader holds more uncommitted bytes than `max_uncommitted_bytes`; retry once entries commit.
     #[error("too many uncommitted bytes (limit {limit})")]
     UncommittedLimit { limit: usize },
+    /// A membership change is already in flight (an uncommitted configuration, or a joint one not yet
+    /// left). Retry once it completes.
+    #[error("a membership change is already in progress")]
+    MembershipChangeInProgress,
+    /// The requested membership change is not valid.
+    #[error("invalid membership change: {reason}")]
+    InvalidMembershipChange { reason: String },
+    /// A new leader must commit an entry of its own term before changing membership; retry shortly.
+    #[error("the leader has not yet committed an entry of its term")]
+    LeaderNotReady,
     /// A message came from a node that is not a member of the group.
     #[error("message from unknown node {from:?}")]
     UnknownSender { from: C::NodeId },

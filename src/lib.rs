@@ -26,7 +26,9 @@
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod groups;
 pub mod message;
+pub mod network;
 pub mod ready;
 pub mod storage;
 pub mod types;
@@ -35,11 +37,14 @@ pub mod types;
 pub mod sim;
 
 pub use crate::config::{Config, ReadMode, ValidConfig};
-pub use crate::core::{RaftCore, Status};
+pub use crate::core::{MembershipChange, RaftCore, Status};
 pub use crate::error::{ConfigError, Error, StorageError};
+pub use crate::groups::{Groups, GroupsConfig, GroupsError, NodeBatch};
 pub use crate::message::{Envelope, Message, Rpc};
-pub use crate::ready::{Persisted, ReadId, ReadState, Ready, SoftState};
+pub use crate::network::{Inbound, Network, NetworkError};
+pub use crate::ready::{Persisted, ReadId, ReadState, Ready, SoftState, Writes};
 pub use crate::storage::{InitialState, LogView};
 pub use crate::types::{
-    Entry, EntryPayload, HardState, Index, LogId, Membership, Payload, RaftTypeConfig, Role, Term,
+    Entry, EntryPayload, HardState, Index, LogId, Membership, Payload, RaftTypeConfig, Role,
+    Snapshot, SnapshotData, SnapshotMeta, Term,
 };

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, Index, LogId, RaftTypeConfig, Term};
+use bytes::Bytes;
+
+use crate::types::{Entry, Index, LogId, RaftTypeConfig, SnapshotMeta, Term};
 
 /// A message between two replicas of one group. Every message carries the sender's term; the rest depends
 /// on the RPC.
@@ -27,6 +29,40 @@ pub enum Rpc<C: RaftTypeConfig> {
     HeartbeatResponse(HeartbeatResponse),
     /// Sent by a leader transferring leadership: campaign now, ignoring the election timeout.
     TimeoutNow,
+    InstallSnapshot(SnapshotChunk<C>),
+    SnapshotResponse(SnapshotResponse),
+}
+
+/// One chunk of a snapshot sent to a follower whose next entry was compacted away.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct SnapshotChunk<C: RaftTypeConfig> {
+    pub meta: SnapshotMeta<C>,
+    /// Where `data` starts in the snapshot's bytes.
+    pub offset: u64,
+    pub data: Bytes,
+    /// The snapshot's total length in bytes.
+    pub total_len: u64,
+    /// CRC-32 of the whole snapshot, checked once every byte has arrived.
+    pub checksum: u32,
+}
+
+/// A follower's answer to a [`SnapshotChunk`]. Installation itself is acknowledged with
+/// [`AppendResponse::Accepted`] once the snapshot is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotResponse {
+    /// The snapshot this answers (its last log id).
+    pub snapshot: LogId,
+    pub result: SnapshotProgress,
+}
+
+/// How a snapshot transfer stands on the follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotProgress {
+    /// Send from this offset next (also the answer to a chunk that arrived out of order: resume here).
+    Continue { next_offset: u64 },
+    /// Every byte arrived but the checksum did not match: start again from offset 0.
+    ChecksumMismatch,
 }
 
 /// RequestVote (Raft §5.2), also used for the pre-vote round.
@@ -106,6 +142,8 @@ impl<C: RaftTypeConfig> Message<C> {
             Rpc::Heartbeat(_) => "Heartbeat",
             Rpc::HeartbeatResponse(_) => "HeartbeatResponse",
             Rpc::TimeoutNow => "TimeoutNow",
+            Rpc::InstallSnapshot(_) => "InstallSnapshot",
+            Rpc::SnapshotResponse(_) => "SnapshotResponse",
         }
     }
 }

@@ -13,7 +13,7 @@
 //!    only the token of the outstanding `Ready`.
 
 use crate::message::Envelope;
-use crate::types::{Entry, HardState, Index, LogId, RaftTypeConfig, Role};
+use crate::types::{Entry, HardState, Index, LogId, RaftTypeConfig, Role, Snapshot};
 
 /// The identifier of a read request, issued by the leader in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,6 +38,7 @@ pub struct SoftState<C: RaftTypeConfig> {
 #[derive(Debug)]
 #[must_use = "a Ready must be persisted and advanced, or the core stalls"]
 pub struct Ready<C: RaftTypeConfig> {
+    pub(crate) snapshot: Option<Snapshot<C>>,
     pub(crate) messages: Vec<Envelope<C>>,
     pub(crate) entries: Vec<Entry<C>>,
     pub(crate) hard_state: Option<HardState<C>>,
@@ -59,9 +60,27 @@ impl<C: RaftTypeConfig> Ready<C> {
         &self.entries
     }
 
+    /// A snapshot received from the leader, to install before anything else in this Ready: replace the
+    /// log with it (afterwards `first_index` is its last index + 1 and `term` answers its last term) and
+    /// load it into the state machine. [`entries`](Self::entries) then continue after it.
+    pub fn snapshot(&self) -> Option<&Snapshot<C>> {
+        self.snapshot.as_ref()
+    }
+
     /// The hard state to persist, if it changed.
     pub fn hard_state(&self) -> Option<&HardState<C>> {
         self.hard_state.as_ref()
+    }
+
+    /// Moves the writes out (snapshot to install, entries to append, hard state), for a caller that
+    /// gathers the writes of many groups into one storage batch. The Ready still releases its
+    /// after-durability part through [`persisted`](Self::persisted).
+    pub fn take_writes(&mut self) -> Writes<C> {
+        Writes {
+            snapshot: self.snapshot.take(),
+            entries: std::mem::take(&mut self.entries),
+            hard_state: self.hard_state.take(),
+        }
     }
 
     /// True if the writes must be synced to disk before [`persisted`](Self::persisted): new entries, or a new
@@ -87,6 +106,21 @@ impl<C: RaftTypeConfig> Ready<C> {
     }
 }
 
+/// The writes of one [`Ready`], moved out with [`Ready::take_writes`]. Apply them in field order: install
+/// the snapshot, append the entries (dropping any conflicting tail first), store the hard state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Writes<C: RaftTypeConfig> {
+    pub snapshot: Option<Snapshot<C>>,
+    pub entries: Vec<Entry<C>>,
+    pub hard_state: Option<HardState<C>>,
+}
+
+impl<C: RaftTypeConfig> Writes<C> {
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+    }
+}
+
 /// The part of a [`Ready`] released once its writes are durable; also the token for
 /// [`RaftCore::advance`](crate::RaftCore::advance).
 #[derive(Debug)]
@@ -98,6 +132,7 @@ pub struct Persisted<C: RaftTypeConfig> {
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) aborted_reads: Vec<ReadId>,
     pub(crate) last_entry: Option<LogId>,
+    pub(crate) snapshot: Option<LogId>,
     pub(crate) applied_to: Option<Index>,
 }
 

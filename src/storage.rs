@@ -32,8 +32,8 @@
 //! # The rules a write must follow
 //!
 //! A group's log holds entries `first_index()..=last_index()`. Below them is the *compaction point*
-//! (`first_index() - 1`), whose term is still known, and the latest *snapshot* (its index is at or after the
-//! compaction point and at or before the last index). A write is invalid, and rejected, if:
+//! (`first_index() - 1`), whose term is still known, and at or after it the latest stored *snapshot* (at
+//! or before the last index). A write is invalid, and rejected, if:
 //!
 //! - [`WriteOp::Append`]: the entries do not have consecutive indexes, their terms decrease, the first
 //!   entry's term is lower than the term of the entry before it, the first index is past `last_index() + 1`
@@ -42,23 +42,27 @@
 //!   follower overwrites a conflicting tail: every entry from that index on is dropped first.
 //! - [`WriteOp::SetHardState`]: its term is lower than the persisted term, or its commit index is past the
 //!   last index (write the entries first, in the same batch).
-//! - [`WriteOp::SetSnapshot`]: its index is lower than the current snapshot's, or equal with another term,
-//!   or it contradicts a committed entry. If the log holds an entry with the snapshot's index and term, the
-//!   log is kept; otherwise every entry is discarded and the log restarts right after the snapshot
-//!   (Raft §7).
-//! - [`WriteOp::Compact`]: its index is past the last index or past the snapshot (only a snapshot may stand
-//!   in for discarded entries; this also keeps [`InitialState::membership`] exact). Compacting to an index
-//!   at or below the current compaction point does nothing.
+//! - [`WriteOp::Bootstrap`]: the group already has entries or a snapshot.
+//! - [`WriteOp::InstallSnapshot`] (a snapshot received from the leader): it is older than the stored
+//!   snapshot (or as old with another term), or older than the persisted commit index (installing it would
+//!   drop committed entries). It replaces the whole log.
+//! - [`WriteOp::SaveSnapshot`] (a snapshot this replica's state machine took): it is older than the stored
+//!   snapshot, or the log does not hold its last entry (index and term). The log is kept.
+//! - [`WriteOp::Compact`]: its index is past the last index or past the stored snapshot (a snapshot must
+//!   cover every discarded entry: it is what a lagging follower receives, and it keeps
+//!   [`InitialState::membership`] exact). Compacting to an index at or below the current compaction point
+//!   does nothing.
 //!
 //! A group that was never written reads as an empty log: `first_index() == 1`, `last_index() == 0`, the
-//! default hard state and an empty membership. Bootstrapping a group is a [`WriteOp::SetSnapshot`] at index
-//! 0, term 0 carrying its initial membership.
+//! default hard state, an empty membership and no snapshot.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
-use crate::types::{Entry, HardState, Index, LogId, Membership, RaftTypeConfig, Term};
+use crate::ready::Writes;
+use crate::types::{
+    Entry, HardState, Index, LogId, Membership, RaftTypeConfig, Snapshot, SnapshotMeta, Term,
+};
 
 mod plan;
 #[cfg(feature = "storage-testing")]
@@ -102,36 +106,10 @@ pub trait LogView<C: RaftTypeConfig> {
 
     /// The index of the last durable entry (the compaction point if the log is empty).
     fn last_index(&self) -> Result<Index, StorageError>;
-}
 
-/// The metadata of a snapshot: the last entry it covers and the membership in force at that entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(bound = "")]
-pub struct SnapshotMeta<C: RaftTypeConfig> {
-    /// The index of the last entry the snapshot covers.
-    pub index: Index,
-    /// The term of that entry.
-    pub term: Term,
-    /// The membership in force at `index`.
-    pub membership: Membership<C>,
-}
-
-impl<C: RaftTypeConfig> SnapshotMeta<C> {
-    /// The id of the last entry the snapshot covers.
-    pub fn log_id(&self) -> LogId {
-        LogId::new(self.term, self.index)
-    }
-}
-
-impl<C: RaftTypeConfig> Default for SnapshotMeta<C> {
-    /// The empty snapshot of a group that was never written: index 0, term 0, no members.
-    fn default() -> Self {
-        SnapshotMeta {
-            index: 0,
-            term: 0,
-            membership: Membership::default(),
-        }
-    }
+    /// The latest durable snapshot, if any. Once the log is compacted, a snapshot covering at least the
+    /// compaction point (`first_index() - 1`) must exist: it is what a lagging follower receives.
+    fn snapshot(&self) -> Result<Option<Snapshot<C>>, StorageError>;
 }
 
 /// One change to one group's log. See the [module docs](self) for the rules each must follow.
@@ -142,9 +120,17 @@ pub enum WriteOp<C: RaftTypeConfig> {
     Append(Vec<Entry<C>>),
     /// Replaces the persisted hard state.
     SetHardState(HardState<C>),
-    /// Records the metadata of a snapshot the state machine holds (built locally or installed from the
-    /// leader). Discards the whole log unless it holds the snapshot's last entry.
-    SetSnapshot(SnapshotMeta<C>),
+    /// Records the membership a new group starts with ([`InitialState::membership`] until a snapshot
+    /// replaces it). Only while the group has neither entries nor a snapshot.
+    Bootstrap(Membership<C>),
+    /// A snapshot received from the leader ([`Ready::snapshot`](crate::Ready::snapshot)): replaces the
+    /// whole log. Afterwards `first_index()` is its last index + 1, `term` answers its last term, and
+    /// [`LogView::snapshot`] returns it.
+    InstallSnapshot(Snapshot<C>),
+    /// A snapshot this replica's state machine took at an index the log holds (see
+    /// [`RaftCore::compaction_point`](crate::RaftCore::compaction_point)): stored for lagging followers,
+    /// the log is kept. Compact the log up to it with [`WriteOp::Compact`].
+    SaveSnapshot(Snapshot<C>),
     /// Discards every entry up to and including `upto`; the term of `upto` stays known.
     Compact {
         /// The new compaction point.
@@ -156,7 +142,7 @@ pub enum WriteOp<C: RaftTypeConfig> {
 
 /// A [`WriteOp`] addressed to a group.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GroupWrite<C: RaftTypeConfig> {
+pub struct GroupOp<C: RaftTypeConfig> {
     /// The group the operation changes.
     pub group: C::GroupId,
     /// What changes.
@@ -182,7 +168,7 @@ pub struct GroupWrite<C: RaftTypeConfig> {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriteBatch<C: RaftTypeConfig> {
-    writes: Vec<GroupWrite<C>>,
+    writes: Vec<GroupOp<C>>,
 }
 
 impl<C: RaftTypeConfig> Default for WriteBatch<C> {
@@ -199,7 +185,21 @@ impl<C: RaftTypeConfig> WriteBatch<C> {
 
     /// Adds an operation on `group`. Operations take effect in the order they are added.
     pub fn push(&mut self, group: C::GroupId, op: WriteOp<C>) -> &mut Self {
-        self.writes.push(GroupWrite { group, op });
+        self.writes.push(GroupOp { group, op });
+        self
+    }
+
+    /// Adds the writes of one group's [`Ready`](crate::Ready) (from
+    /// [`Ready::take_writes`](crate::Ready::take_writes)) in the order they must be applied: the snapshot
+    /// received from the leader, the entries, the hard state.
+    pub fn push_writes(&mut self, group: C::GroupId, writes: Writes<C>) -> &mut Self {
+        if let Some(snapshot) = writes.snapshot {
+            self.install_snapshot(group, snapshot);
+        }
+        self.append(group, writes.entries);
+        if let Some(hard_state) = writes.hard_state {
+            self.set_hard_state(group, hard_state);
+        }
         self
     }
 
@@ -216,9 +216,19 @@ impl<C: RaftTypeConfig> WriteBatch<C> {
         self.push(group, WriteOp::SetHardState(hard_state))
     }
 
-    /// Records snapshot metadata for `group` (see [`WriteOp::SetSnapshot`]).
-    pub fn set_snapshot(&mut self, group: C::GroupId, meta: SnapshotMeta<C>) -> &mut Self {
-        self.push(group, WriteOp::SetSnapshot(meta))
+    /// Records the membership a new `group` starts with (see [`WriteOp::Bootstrap`]).
+    pub fn bootstrap(&mut self, group: C::GroupId, membership: Membership<C>) -> &mut Self {
+        self.push(group, WriteOp::Bootstrap(membership))
+    }
+
+    /// Replaces `group`'s log with a snapshot from the leader (see [`WriteOp::InstallSnapshot`]).
+    pub fn install_snapshot(&mut self, group: C::GroupId, snapshot: Snapshot<C>) -> &mut Self {
+        self.push(group, WriteOp::InstallSnapshot(snapshot))
+    }
+
+    /// Stores a snapshot of `group` taken locally (see [`WriteOp::SaveSnapshot`]).
+    pub fn save_snapshot(&mut self, group: C::GroupId, snapshot: Snapshot<C>) -> &mut Self {
+        self.push(group, WriteOp::SaveSnapshot(snapshot))
     }
 
     /// Compacts `group`'s log up to and including `upto`.
@@ -242,12 +252,12 @@ impl<C: RaftTypeConfig> WriteBatch<C> {
     }
 
     /// The operations, in order.
-    pub fn writes(&self) -> &[GroupWrite<C>] {
+    pub fn writes(&self) -> &[GroupOp<C>] {
         &self.writes
     }
 
     /// Takes the operations out, in order.
-    pub fn into_writes(self) -> Vec<GroupWrite<C>> {
+    pub fn into_writes(self) -> Vec<GroupOp<C>> {
         self.writes
     }
 }
@@ -272,8 +282,8 @@ pub trait LogStorage<C: RaftTypeConfig> {
     /// Makes every batch written so far durable. One call covers all groups.
     fn sync(&mut self) -> Result<(), StorageError>;
 
-    /// The latest snapshot metadata recorded for `group` (the default, index 0, if none).
-    fn snapshot_meta(&self, group: C::GroupId) -> Result<SnapshotMeta<C>, StorageError>;
+    /// The metadata of the snapshot stored for `group`, if any (without reading its data).
+    fn snapshot_meta(&self, group: C::GroupId) -> Result<Option<SnapshotMeta<C>>, StorageError>;
 
     /// Every group that has anything stored, in ascending order: the groups a node hosts after a restart.
     fn groups(&self) -> Result<Vec<C::GroupId>, StorageError>;
@@ -295,15 +305,6 @@ impl<C: RaftTypeConfig> Default for AppliedState<C> {
             membership: Membership::default(),
         }
     }
-}
-
-/// A snapshot of a state machine: its metadata and the application's data.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot<C: RaftTypeConfig> {
-    /// The last entry covered and the membership at that entry.
-    pub meta: SnapshotMeta<C>,
-    /// The application's state as of `meta.index`.
-    pub data: C::Snapshot,
 }
 
 /// The application's state machine for one group: applies committed entries, builds and installs

@@ -43,8 +43,35 @@ pub trait RaftTypeConfig:
     /// The application's command carried by a normal log entry. Cloning should be cheap (reference-counted),
     /// because an entry is shared by every append message that carries it.
     type Data: Payload;
-    /// The application's snapshot data.
-    type Snapshot: Clone + Debug + PartialEq + Send + Sync + Serialize + DeserializeOwned + 'static;
+    /// The application's snapshot data. It travels to followers in byte chunks, so it converts to and
+    /// from bytes; `bytes::Bytes` and `Vec<u8>` do.
+    type Snapshot: SnapshotData;
+}
+
+/// Snapshot data: converts to bytes for sending in chunks and back on the receiving side.
+pub trait SnapshotData: Clone + Debug + PartialEq + Send + Sync + 'static {
+    /// The bytes to send. Called once per chunk sent, so it should be cheap (a reference-counted view).
+    fn to_bytes(&self) -> bytes::Bytes;
+    /// Rebuilds the snapshot from the bytes received.
+    fn from_bytes(bytes: bytes::Bytes) -> Self;
+}
+
+impl SnapshotData for bytes::Bytes {
+    fn to_bytes(&self) -> bytes::Bytes {
+        self.clone()
+    }
+    fn from_bytes(bytes: bytes::Bytes) -> Self {
+        bytes
+    }
+}
+
+impl SnapshotData for Vec<u8> {
+    fn to_bytes(&self) -> bytes::Bytes {
+        bytes::Bytes::copy_from_slice(self)
+    }
+    fn from_bytes(bytes: bytes::Bytes) -> Self {
+        bytes.to_vec()
+    }
 }
 
 /// A log entry payload: anything cheaply clonable whose encoded size can be estimated for flow control.
@@ -81,7 +108,9 @@ impl Payload for u64 {
 }
 
 /// The identity of a log entry: the term it was created in and its index.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct LogId {
     pub term: Term,
     pub index: Index,
@@ -219,6 +248,21 @@ impl<C: RaftTypeConfig> Membership<C> {
     pub fn contains(&self, id: C::NodeId) -> bool {
         self.is_voter(id) || self.is_learner(id)
     }
+}
+
+/// What a snapshot covers: the log up to and including `last`, and the membership in force there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct SnapshotMeta<C: RaftTypeConfig> {
+    pub last: LogId,
+    pub membership: Membership<C>,
+}
+
+/// A snapshot of the state machine with the metadata of the log prefix it replaces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot<C: RaftTypeConfig> {
+    pub meta: SnapshotMeta<C>,
+    pub data: C::Snapshot,
 }
 
 /// The role a replica plays in its group.

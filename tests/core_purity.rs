@@ -36,8 +36,20 @@ fn check(path: &Path, offenders: &mut Vec<String>) {
 fn core_modules_import_no_io_clock_or_runtime() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut offenders = Vec::new();
-    for part in ["core", "types.rs", "message.rs", "ready.rs", "config.rs", "storage.rs", "error.rs"] {
+    for part in [
+        "core",
+        "types.rs",
+        "message.rs",
+        "ready.rs",
+        "config.rs",
+        "storage.rs",
+        "error.rs",
+    ] {
         check(&root.join(part), &mut offenders);
     }
-    assert!(offenders.is_empty(), "I/O in the core:\n{}", offenders.join("\n"));
+    assert!(
+        offenders.is_empty(),
+        "I/O in the core:\n{}",
+        offenders.join("\n")
+    );
 }

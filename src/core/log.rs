@@ -3,7 +3,7 @@
 
 use crate::error::StorageError;
 use crate::storage::LogView;
-use crate::types::{Entry, Index, LogId, RaftTypeConfig, Term};
+use crate::types::{Entry, Index, LogId, RaftTypeConfig, Snapshot, Term};
 
 /// Entries appended in memory that the caller has not yet made durable.
 #[derive(Debug)]
@@ -13,6 +13,10 @@ struct Unstable<C: RaftTypeConfig> {
     entries: Vec<Entry<C>>,
     /// Entries below this index were already handed to the caller in a `Ready`.
     in_progress: Index,
+    /// A snapshot received from the leader and not yet durable; `offset - 1` is its last index.
+    snapshot: Option<Box<Snapshot<C>>>,
+    /// The snapshot was already handed to the caller.
+    snapshot_in_progress: bool,
 }
 
 impl<C: RaftTypeConfig> Unstable<C> {
@@ -66,6 +70,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
                 offset: last + 1,
                 entries: Vec::new(),
                 in_progress: last + 1,
+                snapshot: None,
+                snapshot_in_progress: false,
             },
             committed,
             applied,
@@ -73,13 +79,17 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
     }
 
     pub fn first_index(&self) -> Result<Index, StorageError> {
-        self.storage.first_index()
+        match &self.unstable.snapshot {
+            Some(s) => Ok(s.meta.last.index + 1),
+            None => self.storage.first_index(),
+        }
     }
 
     pub fn last_index(&self) -> Result<Index, StorageError> {
-        match self.unstable.last_index() {
-            Some(last) => Ok(last),
-            None => self.storage.last_index(),
+        match (self.unstable.last_index(), &self.unstable.snapshot) {
+            (Some(last), _) => Ok(last),
+            (None, Some(s)) => Ok(s.meta.last.index),
+            (None, None) => self.storage.last_index(),
         }
     }
 
@@ -95,6 +105,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
         }
         if index >= self.unstable.offset {
             return Err(StorageError::Unavailable { index });
+        }
+        if let Some(s) = &self.unstable.snapshot {
+            return if index == s.meta.last.index {
+                Ok(s.meta.last.term)
+            } else {
+                Err(StorageError::Compacted { index })
+            };
         }
         self.storage.term(index)
     }
@@ -120,13 +137,57 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
 
     /// The index of the last durable entry that the unstable tail does not override.
     pub fn stable_last_index(&self) -> Result<Index, StorageError> {
+        if self.unstable.snapshot.is_some() {
+            // The durable log is about to be replaced: nothing in it counts.
+            return Ok(self.applied);
+        }
         Ok(self.storage.last_index()?.min(self.unstable.offset - 1))
+    }
+
+    /// Replaces the log with a snapshot received from the leader. It becomes durable when the caller
+    /// persists the Ready that carries it.
+    pub fn restore(&mut self, snapshot: Snapshot<C>) {
+        let index = snapshot.meta.last.index;
+        let u = &mut self.unstable;
+        u.offset = index + 1;
+        u.entries.clear();
+        u.in_progress = index + 1;
+        u.snapshot = Some(Box::new(snapshot));
+        u.snapshot_in_progress = false;
+        self.committed = index;
+    }
+
+    /// The pending snapshot if it was not yet handed to the caller; marks it handed out.
+    pub fn take_unpersisted_snapshot(&mut self) -> Option<Snapshot<C>> {
+        let u = &mut self.unstable;
+        if u.snapshot_in_progress {
+            return None;
+        }
+        let snapshot = u.snapshot.as_deref()?.clone();
+        u.snapshot_in_progress = true;
+        Some(snapshot)
+    }
+
+    pub fn has_unpersisted_snapshot(&self) -> bool {
+        self.unstable.snapshot.is_some() && !self.unstable.snapshot_in_progress
+    }
+
+    /// The caller made the snapshot ending at `id` durable and installed it in the state machine.
+    pub fn snapshot_stable(&mut self, id: LogId) {
+        let u = &mut self.unstable;
+        if u.snapshot.as_ref().map(|s| s.meta.last) == Some(id) {
+            u.snapshot = None;
+            u.snapshot_in_progress = false;
+            self.applied = self.applied.max(id.index);
+        }
     }
 
     /// Appends entries the leader created (no conflict possible). Returns the new last index.
     pub fn append(&mut self, entries: &[Entry<C>]) -> Index {
         self.unstable.truncate_and_append(entries);
-        self.unstable.last_index().unwrap_or(self.unstable.offset - 1)
+        self.unstable
+            .last_index()
+            .unwrap_or(self.unstable.offset - 1)
     }
 
     /// The first index among `entries` whose term differs from ours (or that we lack), if any.
@@ -170,6 +231,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let split = self.unstable.offset;
+        if self.unstable.snapshot.is_some() && low < split {
+            return Err(StorageError::Compacted { index: low });
+        }
         if low < split {
             out = self.storage.entries(low, high.min(split), max_bytes)?;
             bytes = out.iter().map(Entry::size).sum();
@@ -257,6 +321,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
         from: Index,
         max_bytes: usize,
     ) -> Result<Vec<Entry<C>>, StorageError> {
+        if self.unstable.snapshot.is_some() {
+            return Ok(Vec::new()); // the snapshot is installed first
+        }
         let hi = self.applicable_index()?;
         if hi <= from {
             return Ok(Vec::new());

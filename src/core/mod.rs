@@ -4,32 +4,86 @@
 //! [`RaftCore::propose`] and [`RaftCore::read_index`]; output leaves through [`RaftCore::ready`]. The core
 //! reads the durable log through a [`LogView`] and never writes, sleeps, or reads a clock.
 
+mod checksum;
 pub mod log;
+pub mod membership;
 pub mod progress;
 pub mod quorum;
 mod rng;
 
 #[cfg(test)]
+pub(crate) mod test_log;
+#[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::config::{ReadMode, ValidConfig};
 use crate::error::{Error, StorageError};
 use crate::message::{
     AppendRequest, AppendResponse, Envelope, Heartbeat, HeartbeatResponse, Message, Rpc,
-    VoteRequest, VoteResponse,
+    SnapshotChunk, SnapshotProgress, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use crate::ready::{Persisted, ReadId, ReadState, Ready, SoftState};
 use crate::storage::LogView;
 use crate::types::{
-    Entry, EntryPayload, HardState, Index, LogId, Membership, RaftTypeConfig, Role, Term,
+    Entry, EntryPayload, HardState, Index, LogId, Membership, Payload, RaftTypeConfig, Role,
+    Snapshot, SnapshotData, SnapshotMeta, Term, ENTRY_OVERHEAD_BYTES,
 };
 
 use self::log::RaftLog;
+use self::membership::MembershipLog;
 use self::progress::{Progress, ProgressState};
 use self::quorum::{joint_committed, joint_vote, VoteResult};
 use self::rng::SplitMix64;
+
+/// A change of membership, proposed through [`RaftCore::change_membership`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange<C: RaftTypeConfig> {
+    /// Adds a voter, or promotes a learner to voter.
+    AddVoter(C::NodeId),
+    /// Adds a learner: it receives the log but never votes or counts toward a quorum.
+    AddLearner(C::NodeId),
+    /// Removes a voter or a learner.
+    RemoveNode(C::NodeId),
+    /// Replaces the whole configuration. When more than one voter changes, this goes through joint
+    /// consensus: the leader enters the joint configuration and leaves it once that is committed.
+    Replace {
+        voters: BTreeSet<C::NodeId>,
+        learners: BTreeSet<C::NodeId>,
+    },
+}
+
+/// A snapshot being received from the leader, chunk by chunk.
+#[derive(Debug)]
+struct IncomingSnapshot<C: RaftTypeConfig> {
+    meta: SnapshotMeta<C>,
+    buf: Vec<u8>,
+    total_len: u64,
+    checksum: u32,
+}
+
+/// The reads a replica is tracking.
+#[derive(Debug, Default)]
+struct Reads {
+    /// Reads that arrived before the leader committed an entry of its term.
+    awaiting_commit: Vec<ReadId>,
+    /// Reads waiting for a quorum of heartbeat answers, in id order.
+    awaiting_quorum: VecDeque<PendingRead>,
+    /// Confirmed reads, released once the state machine reaches their index.
+    confirmed: VecDeque<ReadState>,
+    /// Reads that can never be confirmed here, to report to the caller.
+    aborted: Vec<ReadId>,
+}
+
+impl Reads {
+    fn is_empty(&self) -> bool {
+        self.awaiting_commit.is_empty()
+            && self.awaiting_quorum.is_empty()
+            && self.confirmed.is_empty()
+            && self.aborted.is_empty()
+    }
+}
 
 /// A read waiting for its leadership confirmation.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +114,7 @@ pub struct RaftCore<C: RaftTypeConfig, S: LogView<C>> {
     vote: Option<C::NodeId>,
     role: Role,
     leader: Option<C::NodeId>,
-    membership: Membership<C>,
+    memberships: MembershipLog<C>,
 
     /// Leader only: the replication progress of every other replica.
     progress: BTreeMap<C::NodeId, Progress>,
@@ -74,6 +128,17 @@ pub struct RaftCore<C: RaftTypeConfig, S: LogView<C>> {
     randomized_election_timeout: u32,
     rng: SplitMix64,
 
+    /// Follower: a snapshot arriving in chunks.
+    incoming_snapshot: Option<Box<IncomingSnapshot<C>>>,
+    /// Leader: the checksum of the snapshot being sent, computed once per snapshot.
+    snapshot_checksum: Option<(LogId, u32)>,
+
+    /// Leader only: a check-quorum round passed since this replica became leader or last woke, so lease
+    /// reads are safe.
+    lease_valid: bool,
+    /// Periodic heartbeats are the caller's job (see `with_external_heartbeats`).
+    external_heartbeats: bool,
+
     /// Leader only: a leadership transfer in progress and the ticks it has taken.
     transferee: Option<C::NodeId>,
     transfer_elapsed: u32,
@@ -86,15 +151,10 @@ pub struct RaftCore<C: RaftTypeConfig, S: LogView<C>> {
     pending_commit_broadcast: bool,
 
     next_read_id: u64,
-    /// Reads that arrived before the leader committed an entry of its term.
-    reads_awaiting_commit: Vec<ReadId>,
-    /// Reads waiting for a quorum of heartbeat answers, in id order.
-    reads_awaiting_quorum: VecDeque<PendingRead>,
     /// Leader only: a heartbeat carrying the newest read id must go out.
     pending_read_broadcast: bool,
-    /// Confirmed reads, released once the state machine reaches their index.
-    confirmed_reads: VecDeque<ReadState>,
-    aborted_reads: Vec<ReadId>,
+    /// Reads in progress; allocated only while there are some, to keep idle replicas small.
+    reads: Option<Box<Reads>>,
 
     /// Messages that may leave at once, and those that must wait for durability.
     messages: Vec<Envelope<C>>,
@@ -122,7 +182,10 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let last = storage.last_index()?;
         if hs.commit > last {
             return Err(Error::CorruptState {
-                reason: format!("commit index {} is past the last log index {last}", hs.commit),
+                reason: format!(
+                    "commit index {} is past the last log index {last}",
+                    hs.commit
+                ),
             });
         }
         if applied > last {
@@ -131,14 +194,20 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             });
         }
         // The state machine may have applied entries whose commit index was not yet persisted: they were
-        // committed, so the commit index can only be at least that high.
-        let committed = hs.commit.max(applied);
-        let log = RaftLog::new(storage, committed, applied)?;
-        let mut membership = initial.membership;
-        // The newest membership entry in the log is in force, committed or not (Raft thesis §4.1).
-        if let Some(m) = Self::latest_membership_in_log(&log)? {
-            membership = m;
+        // committed, so the commit index can only be at least that high. So is the compaction point.
+        let first = storage.first_index()?;
+        let committed = hs.commit.max(applied).max(first - 1);
+        if applied + 1 < first {
+            return Err(Error::CorruptState {
+                reason: format!(
+                    "applied index {applied} is below the snapshot at {}: install the snapshot into the \
+                     state machine first",
+                    first - 1
+                ),
+            });
         }
+        let log = RaftLog::new(storage, committed, applied)?;
+        let memberships = Self::memberships_from_log(&log, initial.membership)?;
         let mut core = RaftCore {
             id,
             config,
@@ -147,7 +216,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             vote: hs.vote,
             role: Role::Follower,
             leader: None,
-            membership,
+            memberships,
             progress: BTreeMap::new(),
             self_match: 0,
             votes: BTreeMap::new(),
@@ -155,17 +224,18 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             heartbeat_elapsed: 0,
             randomized_election_timeout: 0,
             rng: SplitMix64::new(seed),
+            incoming_snapshot: None,
+            snapshot_checksum: None,
+            lease_valid: false,
+            external_heartbeats: false,
             transferee: None,
             transfer_elapsed: 0,
             uncommitted_bytes: 0,
             pending_append: false,
             pending_commit_broadcast: false,
             next_read_id: 1,
-            reads_awaiting_commit: Vec::new(),
-            reads_awaiting_quorum: VecDeque::new(),
             pending_read_broadcast: false,
-            confirmed_reads: VecDeque::new(),
-            aborted_reads: Vec::new(),
+            reads: None,
             messages: Vec::new(),
             messages_after_persist: Vec::new(),
             prev_hard_state: HardState {
@@ -184,24 +254,37 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         Ok(core)
     }
 
-    fn latest_membership_in_log(log: &RaftLog<C, S>) -> Result<Option<Membership<C>>, StorageError> {
+    /// Collects the membership entries from the end of the log back to the newest committed one, so that
+    /// an uncommitted one can be reverted if a new leader overwrites it.
+    fn memberships_from_log(
+        log: &RaftLog<C, S>,
+        base: Membership<C>,
+    ) -> Result<MembershipLog<C>, StorageError> {
         let first = log.first_index()?;
         let last = log.last_index()?;
-        let mut index = last;
-        while index >= first && index > 0 {
-            let batch_low = index.saturating_sub(63).max(first);
-            let entries = log.slice(batch_low, index + 1, usize::MAX)?;
+        let mut found: Vec<(Index, Membership<C>)> = Vec::new();
+        let mut high = last;
+        'scan: while high >= first && high > 0 {
+            let low = high.saturating_sub(63).max(first);
+            let entries = log.slice(low, high + 1, usize::MAX)?;
             for entry in entries.iter().rev() {
                 if let EntryPayload::Membership(m) = &entry.payload {
-                    return Ok(Some(m.clone()));
+                    found.push((entry.index, m.clone()));
+                    if entry.index <= log.committed {
+                        break 'scan;
+                    }
                 }
             }
-            if batch_low == first {
+            if low == first {
                 break;
             }
-            index = batch_low - 1;
+            high = low - 1;
         }
-        Ok(None)
+        let mut memberships = MembershipLog::new(first - 1, base);
+        for (index, m) in found.into_iter().rev() {
+            memberships.push(index, m);
+        }
+        Ok(memberships)
     }
 
     // ----- observation -----
@@ -226,8 +309,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.role == Role::Leader
     }
 
+    /// The membership in force: the newest one in the log, committed or not.
     pub fn membership(&self) -> &Membership<C> {
-        &self.membership
+        self.memberships.current()
     }
 
     pub fn commit_index(&self) -> Index {
@@ -302,10 +386,15 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.election_elapsed += 1;
         if self.election_elapsed >= self.election_timeout() {
             self.election_elapsed = 0;
-            if self.config.check_quorum && !self.quorum_recently_active() {
-                tracing::debug!(id = ?self.id, term = self.term, "check-quorum failed; stepping down");
-                self.become_follower(self.term, None);
-                return Ok(());
+            if self.config.check_quorum {
+                if !self.quorum_recently_active() {
+                    tracing::debug!(id = ?self.id, term = self.term, "check-quorum failed; stepping down");
+                    self.become_follower(self.term, None);
+                    return Ok(());
+                }
+                // A quorum answered within the last election timeout: no other leader can have been
+                // elected meanwhile, so lease reads are safe until the next check.
+                self.lease_valid = true;
             }
         }
         if let Some(target) = self.transferee {
@@ -315,11 +404,108 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 self.transferee = None;
             }
         }
-        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+        if !self.external_heartbeats && self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
         }
         Ok(())
+    }
+
+    // ----- driving many groups (used by `Groups`) -----
+
+    /// Leaves periodic heartbeats to the caller, who calls [`heartbeat`](Self::heartbeat) on every
+    /// leader at the same ticks, so that the heartbeats of many groups toward one node coalesce into one
+    /// message. Heartbeats that confirm reads are still sent at once.
+    pub fn with_external_heartbeats(mut self) -> Self {
+        self.external_heartbeats = true;
+        self
+    }
+
+    /// A leader sends a heartbeat to every follower now; other roles do nothing.
+    pub fn heartbeat(&mut self) {
+        if self.role == Role::Leader {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// True when nothing is in flight and nothing will happen without new input: everything is committed,
+    /// applied and durable, and (for a leader) every replica holds the whole log, with no read, transfer
+    /// or membership change pending. Such a replica may stop ticking (hibernate).
+    pub fn is_quiescent(&self) -> bool {
+        self.outstanding_ready.is_none() && !self.has_ready() && self.is_settled()
+    }
+
+    /// The state part of [`is_quiescent`](Self::is_quiescent), ignoring work waiting in a `Ready`: a
+    /// heartbeat answered by a hibernating follower leaves it settled.
+    pub fn is_settled(&self) -> bool {
+        let Ok(last) = self.log.last_index() else {
+            return false;
+        };
+        let settled = self.log.committed == last
+            && self.log.applied == last
+            && self.log.stable_last_index().is_ok_and(|i| i == last);
+        if !settled {
+            return false;
+        }
+        match self.role {
+            Role::Leader => {
+                self.transferee.is_none()
+                    && self.reads.is_none()
+                    && !self.memberships.current().is_joint()
+                    && self.progress.values().all(|p| p.match_index == last)
+            }
+            Role::Follower => self.leader.is_some() && self.incoming_snapshot.is_none(),
+            Role::PreCandidate | Role::Candidate => false,
+        }
+    }
+
+    /// Releases the memory only an active replica needs (leader progress, buffers). Call when the
+    /// replica stops ticking; [`wake`](Self::wake) undoes it. Only valid while [`is_quiescent`].
+    ///
+    /// [`is_quiescent`]: Self::is_quiescent
+    pub fn hibernate(&mut self) {
+        self.progress = BTreeMap::new();
+        self.votes = BTreeMap::new();
+        self.messages = Vec::new();
+        self.messages_after_persist = Vec::new();
+        self.reads = None;
+        self.incoming_snapshot = None;
+        self.snapshot_checksum = None;
+        // Time stops while hibernating: a lease can no longer be vouched for.
+        self.lease_valid = false;
+    }
+
+    /// Resumes after [`hibernate`](Self::hibernate). A leader rebuilds its follower progress: every
+    /// replica held the whole (committed) log when it went to sleep, and committed entries are never lost.
+    pub fn wake(&mut self) -> Result<(), Error<C>> {
+        self.lease_valid = false;
+        if self.role == Role::Leader && self.progress.is_empty() {
+            let committed = self.log.committed;
+            for peer in self.memberships.current().replicas() {
+                if peer != self.id {
+                    let mut pr = Progress::new(committed + 1);
+                    pr.maybe_update(committed);
+                    pr.become_replicate();
+                    pr.recent_active = true;
+                    self.progress.insert(peer, pr);
+                }
+            }
+            self.election_elapsed = 0;
+        }
+        Ok(())
+    }
+
+    /// The leader's node is gone: forget the leader and time out `after` ticks from now (a caller spreads
+    /// these over its groups, and ranks a group's replicas, so that one election starts per group).
+    pub fn leader_lost(&mut self, after: u32) {
+        if self.role == Role::Leader {
+            return;
+        }
+        self.leader = None;
+        self.election_elapsed = self
+            .randomized_election_timeout
+            .saturating_sub(after.max(1));
     }
 
     /// True if a quorum (counting this leader) was heard from since the last check; resets the marks.
@@ -327,8 +513,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let me = self.id;
         let progress = &self.progress;
         let result = joint_vote(
-            &self.membership.voters,
-            &self.membership.outgoing_voters,
+            &self.memberships.current().voters,
+            &self.memberships.current().outgoing_voters,
             |id| {
                 if id == me {
                     Some(true)
@@ -344,7 +530,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
     }
 
     fn is_promotable(&self) -> bool {
-        self.membership.is_voter(self.id)
+        self.memberships.current().is_voter(self.id)
     }
 
     fn reset_election_timer(&mut self) {
@@ -369,14 +555,20 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.progress.clear();
         self.transferee = None;
         self.transfer_elapsed = 0;
+        self.lease_valid = false;
         self.uncommitted_bytes = 0;
         self.pending_append = false;
         self.pending_commit_broadcast = false;
         self.pending_read_broadcast = false;
         // Unconfirmed reads can never be confirmed by this replica now. Confirmed ones stay valid.
-        self.aborted_reads.extend(self.reads_awaiting_commit.drain(..));
-        self.aborted_reads
-            .extend(self.reads_awaiting_quorum.drain(..).map(|r| r.id));
+        if let Some(reads) = self.reads.as_mut() {
+            let awaiting_commit = std::mem::take(&mut reads.awaiting_commit);
+            reads.aborted.extend(awaiting_commit);
+            let awaiting_quorum = std::mem::take(&mut reads.awaiting_quorum);
+            reads
+                .aborted
+                .extend(awaiting_quorum.into_iter().map(|r| r.id));
+        }
     }
 
     fn become_follower(&mut self, term: Term, leader: Option<C::NodeId>) {
@@ -412,13 +604,14 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return self.on_election_won(pre_vote);
         }
         let voters: Vec<C::NodeId> = self
-            .membership
+            .memberships
+            .current()
             .voters
             .iter()
-            .chain(self.membership.outgoing_voters.iter())
+            .chain(self.memberships.current().outgoing_voters.iter())
             .copied()
             .filter(|id| *id != self.id)
-            .collect::<std::collections::BTreeSet<_>>()
+            .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         for to in voters {
@@ -441,8 +634,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
 
     fn tally_votes(&self) -> VoteResult {
         joint_vote(
-            &self.membership.voters,
-            &self.membership.outgoing_voters,
+            &self.memberships.current().voters,
+            &self.memberships.current().outgoing_voters,
             |id| self.votes.get(&id).copied(),
         )
     }
@@ -461,7 +654,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         let last = self.log.last_index()?;
-        for peer in self.membership.replicas() {
+        for peer in self.memberships.current().replicas() {
             if peer != self.id {
                 self.progress.insert(peer, Progress::new(last + 1));
             }
@@ -505,7 +698,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 Rpc::VoteResponse(resp) if resp.pre_vote && resp.granted => {
                     // A granted pre-vote carries the term we would campaign in; nothing to adopt.
                 }
-                Rpc::AppendRequest(_) | Rpc::Heartbeat(_) => {
+                Rpc::AppendRequest(_) | Rpc::Heartbeat(_) | Rpc::InstallSnapshot(_) => {
                     self.become_follower(message.term, Some(from));
                 }
                 _ => self.become_follower(message.term, None),
@@ -522,13 +715,15 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             Rpc::Heartbeat(hb) => self.handle_heartbeat(from, hb),
             Rpc::HeartbeatResponse(resp) => self.handle_heartbeat_response(from, resp),
             Rpc::TimeoutNow => self.handle_timeout_now(from),
+            Rpc::InstallSnapshot(chunk) => self.handle_install_snapshot(from, chunk),
+            Rpc::SnapshotResponse(resp) => self.handle_snapshot_response(from, resp),
         }
     }
 
     /// A message from an older term.
     fn step_stale(&mut self, from: C::NodeId, message: Message<C>) -> Result<(), Error<C>> {
         match message.rpc {
-            Rpc::AppendRequest(_) | Rpc::Heartbeat(_)
+            Rpc::AppendRequest(_) | Rpc::Heartbeat(_) | Rpc::InstallSnapshot(_)
                 if self.config.check_quorum || self.config.pre_vote =>
             {
                 // A deposed leader that was cut off may never learn of the new term otherwise: with
@@ -621,7 +816,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         if !expecting {
             return Ok(()); // a late answer to an election that is over
         }
-        if !self.membership.is_voter(from) {
+        if !self.memberships.current().is_voter(from) {
             return Err(Error::UnknownSender { from });
         }
         self.votes.insert(from, resp.granted);
@@ -665,7 +860,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return Ok(());
         }
         if !self.log.matches(req.prev)? {
-            let hint = self.log.find_conflict_by_term(req.prev.index, req.prev.term)?;
+            let hint = self
+                .log
+                .find_conflict_by_term(req.prev.index, req.prev.term)?;
             self.send_after_persist(
                 from,
                 Rpc::AppendResponse(AppendResponse::Rejected {
@@ -676,7 +873,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return Ok(());
         }
         if let Some(bad) = req.entries.iter().enumerate().find(|(i, e)| {
-            e.index != req.prev.index + 1 + *i as Index || e.term > self.term || e.term < req.prev.term
+            e.index != req.prev.index + 1 + *i as Index
+                || e.term > self.term
+                || e.term < req.prev.term
         }) {
             return Err(Error::ProtocolViolation {
                 from,
@@ -694,8 +893,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 });
             }
             let skip = (conflict - req.prev.index - 1) as usize;
+            self.memberships.truncate_from(conflict);
             self.log.append(&req.entries[skip..]);
-            self.on_entries_appended(&req.entries[skip..]);
+            self.on_entries_appended(&req.entries[skip..])?;
         }
         self.log.commit_to(req.commit.min(last_new))?;
         self.send_after_persist(
@@ -708,13 +908,32 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
     }
 
     /// Membership entries take effect as soon as they are in the log (Raft thesis §4.1).
-    fn on_entries_appended(&mut self, entries: &[Entry<C>]) {
-        if let Some(m) = entries.iter().rev().find_map(|e| match &e.payload {
-            EntryPayload::Membership(m) => Some(m),
-            _ => None,
-        }) {
-            self.membership = m.clone();
+    fn on_entries_appended(&mut self, entries: &[Entry<C>]) -> Result<(), Error<C>> {
+        let mut changed = false;
+        for entry in entries {
+            if let EntryPayload::Membership(m) = &entry.payload {
+                self.memberships.push(entry.index, m.clone());
+                changed = true;
+            }
         }
+        if changed && self.role == Role::Leader {
+            self.sync_progress_with_membership()?;
+        }
+        Ok(())
+    }
+
+    /// Leader: tracks progress for exactly the replicas of the current configuration.
+    fn sync_progress_with_membership(&mut self) -> Result<(), Error<C>> {
+        let replicas = self.memberships.current().replicas();
+        self.progress.retain(|id, _| replicas.contains(id));
+        let last = self.log.last_index()?;
+        for peer in replicas {
+            if peer != self.id && !self.progress.contains_key(&peer) {
+                // A new replica starts by probing from the entry that added it.
+                self.progress.insert(peer, Progress::new(last.max(1)));
+            }
+        }
+        Ok(())
     }
 
     fn handle_append_response(
@@ -726,6 +945,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return Ok(());
         }
         let last = self.log.last_index()?;
+        let first = self.log.first_index()?;
         let Some(pr) = self.progress.get_mut(&from) else {
             return Err(Error::UnknownSender { from });
         };
@@ -758,8 +978,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 if !pr.maybe_update(match_index) {
                     return Ok(());
                 }
-                if pr.state == ProgressState::Probe {
-                    pr.become_replicate();
+                match pr.state {
+                    ProgressState::Probe => pr.become_replicate(),
+                    // Installed a snapshot (or caught up otherwise): the log can serve it again.
+                    ProgressState::NeedsSnapshot { .. } if match_index + 1 >= first => {
+                        pr.become_replicate()
+                    }
+                    _ => {}
                 }
                 if self.maybe_commit()? {
                     self.pending_commit_broadcast = true;
@@ -810,16 +1035,149 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let Some(pr) = self.progress.get_mut(&from) else {
             return Err(Error::UnknownSender { from });
         };
-        pr.recent_active = true;
-        pr.probe_sent = false;
+        pr.on_heartbeat_response(self.config.max_inflight_appends);
         if resp.read_seq < self.next_read_id {
             pr.read_seq = pr.read_seq.max(resp.read_seq);
         }
         if pr.match_index < last {
-            self.send_append(from, false)?;
+            // Sent even without new entries: a follower that lost appends answers with a rejection that
+            // tells us where to resume.
+            self.send_append(from, true)?;
         }
         self.confirm_reads();
         Ok(())
+    }
+
+    fn handle_install_snapshot(
+        &mut self,
+        from: C::NodeId,
+        chunk: SnapshotChunk<C>,
+    ) -> Result<(), Error<C>> {
+        if self.role == Role::Leader {
+            return Err(Error::ProtocolViolation {
+                from,
+                term: self.term,
+                reason: "a second leader in this replica's term".into(),
+            });
+        }
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.election_elapsed = 0;
+        let last = chunk.meta.last;
+        let accepted = |match_index| Rpc::AppendResponse(AppendResponse::Accepted { match_index });
+        if last.index <= self.log.committed {
+            // Older than what we know is committed: nothing to install (the leader learns where we are).
+            self.incoming_snapshot = None;
+            self.send_after_persist(from, accepted(self.log.committed));
+            return Ok(());
+        }
+        if self.log.matches(last)? {
+            // Our log already holds what the snapshot covers; it is committed, so adopt that.
+            self.incoming_snapshot = None;
+            self.log.commit_to(last.index)?;
+            self.send_after_persist(from, accepted(last.index));
+            return Ok(());
+        }
+        let end = chunk.offset.checked_add(chunk.data.len() as u64);
+        if end.is_none_or(|end| end > chunk.total_len) {
+            return Err(Error::ProtocolViolation {
+                from,
+                term: self.term,
+                reason: "snapshot chunk past the snapshot's length".into(),
+            });
+        }
+        let progress = |next_offset| {
+            Rpc::SnapshotResponse(SnapshotResponse {
+                snapshot: last,
+                result: SnapshotProgress::Continue { next_offset },
+            })
+        };
+        let same = self.incoming_snapshot.as_ref().is_some_and(|i| {
+            i.meta.last == last && i.total_len == chunk.total_len && i.checksum == chunk.checksum
+        });
+        if !same {
+            if chunk.offset != 0 {
+                self.send_after_persist(from, progress(0));
+                return Ok(());
+            }
+            self.incoming_snapshot = Some(Box::new(IncomingSnapshot {
+                meta: chunk.meta.clone(),
+                buf: Vec::new(),
+                total_len: chunk.total_len,
+                checksum: chunk.checksum,
+            }));
+        }
+        let Some(incoming) = self.incoming_snapshot.as_mut() else {
+            return Ok(());
+        };
+        let received = incoming.buf.len() as u64;
+        if chunk.offset != received {
+            // Out of order (a chunk was lost or duplicated): tell the leader where to resume.
+            self.send_after_persist(from, progress(received));
+            return Ok(());
+        }
+        incoming.buf.extend_from_slice(&chunk.data);
+        let received = incoming.buf.len() as u64;
+        if received < incoming.total_len {
+            self.send_after_persist(from, progress(received));
+            return Ok(());
+        }
+        let Some(incoming) = self.incoming_snapshot.take().map(|b| *b) else {
+            return Ok(());
+        };
+        if checksum::crc32(&incoming.buf) != incoming.checksum {
+            tracing::warn!(id = ?self.id, ?from, ?last, "snapshot checksum mismatch; restarting transfer");
+            self.send_after_persist(
+                from,
+                Rpc::SnapshotResponse(SnapshotResponse {
+                    snapshot: last,
+                    result: SnapshotProgress::ChecksumMismatch,
+                }),
+            );
+            return Ok(());
+        }
+        tracing::debug!(id = ?self.id, ?from, ?last, "snapshot received; installing");
+        self.memberships
+            .reset(last.index, incoming.meta.membership.clone());
+        self.log.restore(Snapshot {
+            meta: incoming.meta,
+            data: C::Snapshot::from_bytes(bytes::Bytes::from(incoming.buf)),
+        });
+        // Acknowledged only once the snapshot is durable (after-persist list).
+        self.send_after_persist(from, accepted(last.index));
+        Ok(())
+    }
+
+    fn handle_snapshot_response(
+        &mut self,
+        from: C::NodeId,
+        resp: SnapshotResponse,
+    ) -> Result<(), Error<C>> {
+        if self.role != Role::Leader {
+            return Ok(());
+        }
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return Err(Error::UnknownSender { from });
+        };
+        pr.recent_active = true;
+        let ProgressState::NeedsSnapshot { snapshot, .. } = pr.state else {
+            return Ok(()); // the transfer is over
+        };
+        if resp.snapshot != snapshot {
+            return Ok(()); // about an older snapshot
+        }
+        let next_offset = match resp.result {
+            SnapshotProgress::Continue { next_offset } => next_offset,
+            SnapshotProgress::ChecksumMismatch => 0,
+        };
+        pr.state = ProgressState::NeedsSnapshot {
+            snapshot,
+            next_offset,
+        };
+        pr.probe_sent = false;
+        self.send_snapshot_chunk(from)
     }
 
     fn handle_timeout_now(&mut self, from: C::NodeId) -> Result<(), Error<C>> {
@@ -846,6 +1204,17 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
     ) -> Result<(LogId, LogId), Error<C>> {
         self.check_can_propose()?;
         let payloads: Vec<EntryPayload<C>> = data.into_iter().map(EntryPayload::Normal).collect();
+        let size: usize = payloads
+            .iter()
+            .map(|p| match p {
+                EntryPayload::Normal(d) => d.size() + ENTRY_OVERHEAD_BYTES,
+                _ => ENTRY_OVERHEAD_BYTES,
+            })
+            .sum();
+        let limit = self.config.max_uncommitted_bytes;
+        if self.uncommitted_bytes > 0 && self.uncommitted_bytes + size > limit {
+            return Err(Error::UncommittedLimit { limit });
+        }
         self.append_as_leader(payloads)
     }
 
@@ -880,15 +1249,10 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             let id = LogId::new(self.log.term(last)?, last);
             return Ok((id, id));
         };
-        let size: usize = entries.iter().map(Entry::size).sum();
-        let limit = self.config.max_uncommitted_bytes;
-        if self.uncommitted_bytes > 0 && self.uncommitted_bytes + size > limit {
-            return Err(Error::UncommittedLimit { limit });
-        }
-        self.uncommitted_bytes += size;
+        self.uncommitted_bytes += entries.iter().map(Entry::size).sum::<usize>();
         let last_id = entries.last().map(Entry::log_id).unwrap_or(first);
         self.log.append(&entries);
-        self.on_entries_appended(&entries);
+        self.on_entries_appended(&entries)?;
         self.pending_append = true;
         // A group of one commits as soon as its own write is durable; nothing else to wait for.
         Ok((first, last_id))
@@ -900,8 +1264,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let self_match = self.self_match;
         let progress = &self.progress;
         let index = joint_committed(
-            &self.membership.voters,
-            &self.membership.outgoing_voters,
+            &self.memberships.current().voters,
+            &self.memberships.current().outgoing_voters,
             |id| {
                 if id == me {
                     self_match
@@ -916,8 +1280,107 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let advanced = self.log.maybe_commit(index, self.term)?;
         if advanced {
             self.on_commit_in_term();
+            self.on_membership_committed()?;
         }
         Ok(advanced)
+    }
+
+    /// Leader: once the current configuration is committed, leave a joint configuration automatically,
+    /// or step down if this leader is no longer a voter.
+    fn on_membership_committed(&mut self) -> Result<(), Error<C>> {
+        if self.role != Role::Leader || self.memberships.has_uncommitted(self.log.committed) {
+            return Ok(());
+        }
+        let current = self.memberships.current();
+        if current.is_joint() {
+            let leave = Membership {
+                voters: current.voters.clone(),
+                outgoing_voters: BTreeSet::new(),
+                learners: current.learners.clone(),
+            };
+            tracing::debug!(id = ?self.id, "joint configuration committed; leaving it");
+            self.append_as_leader(vec![EntryPayload::Membership(leave)])?;
+        } else if !current.is_voter(self.id) {
+            tracing::debug!(id = ?self.id, "removed from the voters; stepping down");
+            // Tell the others about the commit before going quiet, so that they elect a successor soon.
+            let peers: Vec<C::NodeId> = self.progress.keys().copied().collect();
+            for to in peers {
+                self.send_append(to, true)?;
+            }
+            self.become_follower(self.term, None);
+        }
+        Ok(())
+    }
+
+    // ----- membership -----
+
+    /// Proposes a change of membership. A change of at most one voter takes effect directly; larger
+    /// changes go through joint consensus, which the leader leaves on its own once the joint
+    /// configuration commits. Only one change may be in flight.
+    pub fn change_membership(&mut self, change: MembershipChange<C>) -> Result<LogId, Error<C>> {
+        self.check_can_propose()?;
+        if !self.committed_in_current_term()? {
+            return Err(Error::LeaderNotReady);
+        }
+        if self.memberships.has_uncommitted(self.log.committed)
+            || self.memberships.current().is_joint()
+        {
+            return Err(Error::MembershipChangeInProgress);
+        }
+        let current = self.memberships.current();
+        let invalid = |reason: &str| Error::InvalidMembershipChange {
+            reason: reason.to_string(),
+        };
+        let (mut voters, mut learners) = (current.voters.clone(), current.learners.clone());
+        match change {
+            MembershipChange::AddVoter(id) => {
+                if voters.contains(&id) {
+                    return Err(invalid("the node is already a voter"));
+                }
+                learners.remove(&id);
+                voters.insert(id);
+            }
+            MembershipChange::AddLearner(id) => {
+                if learners.contains(&id) {
+                    return Err(invalid("the node is already a learner"));
+                }
+                voters.remove(&id);
+                learners.insert(id);
+            }
+            MembershipChange::RemoveNode(id) => {
+                if !voters.remove(&id) && !learners.remove(&id) {
+                    return Err(invalid("the node is not a member"));
+                }
+            }
+            MembershipChange::Replace {
+                voters: v,
+                learners: l,
+            } => {
+                voters = v;
+                learners = l;
+            }
+        }
+        if voters.is_empty() {
+            return Err(invalid("no voter would remain"));
+        }
+        if !voters.is_disjoint(&learners) {
+            return Err(invalid("a node cannot be both a voter and a learner"));
+        }
+        let outgoing_voters = if current.voters.symmetric_difference(&voters).count() <= 1 {
+            BTreeSet::new()
+        } else {
+            current.voters.clone()
+        };
+        let next = Membership {
+            voters,
+            outgoing_voters,
+            learners,
+        };
+        if next == *current {
+            return Err(invalid("the configuration would not change"));
+        }
+        let (id, _) = self.append_as_leader(vec![EntryPayload::Membership(next)])?;
+        Ok(id)
     }
 
     // ----- leadership transfer -----
@@ -934,7 +1397,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         if target == self.id || self.transferee == Some(target) {
             return Ok(());
         }
-        if !self.membership.is_voter(target) {
+        if !self.memberships.current().is_voter(target) {
             return Err(Error::UnknownSender { from: target });
         }
         self.transferee = Some(target);
@@ -967,7 +1430,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             self.start_read(id);
         } else {
             // Our commit index may lag the previous leader's until we commit in our own term.
-            self.reads_awaiting_commit.push(id);
+            self.reads_mut().awaiting_commit.push(id);
         }
         Ok(id)
     }
@@ -978,35 +1441,59 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
 
     fn start_read(&mut self, id: ReadId) {
         let index = self.log.committed;
-        let single_voter = self.membership.voters.len() <= 1 && self.membership.outgoing_voters.len() <= 1;
-        if single_voter || self.config.read_mode == ReadMode::Lease {
-            self.confirmed_reads.push_back(ReadState { id, index });
+        let me = self.id;
+        let current = self.memberships.current();
+        let quorum_is_me = current
+            .voters
+            .iter()
+            .chain(current.outgoing_voters.iter())
+            .all(|id| *id == me);
+        let lease_holds = self.config.read_mode == ReadMode::Lease && self.lease_valid;
+        if quorum_is_me || lease_holds {
+            self.reads_mut()
+                .confirmed
+                .push_back(ReadState { id, index });
         } else {
-            self.reads_awaiting_quorum.push_back(PendingRead { id, index });
+            self.reads_mut()
+                .awaiting_quorum
+                .push_back(PendingRead { id, index });
             self.pending_read_broadcast = true;
         }
     }
 
+    fn reads_mut(&mut self) -> &mut Reads {
+        self.reads.get_or_insert_with(Box::default)
+    }
+
     fn on_commit_in_term(&mut self) {
-        if self.reads_awaiting_commit.is_empty() {
+        let Some(reads) = self.reads.as_mut() else {
+            return;
+        };
+        if reads.awaiting_commit.is_empty() {
             return;
         }
-        for id in std::mem::take(&mut self.reads_awaiting_commit) {
+        for id in std::mem::take(&mut reads.awaiting_commit) {
             self.start_read(id);
         }
+        // Answers to heartbeats sent after these reads arrived may already confirm them.
+        self.confirm_reads();
     }
 
     /// Releases reads whose id a quorum has echoed in heartbeat answers of this term.
     fn confirm_reads(&mut self) {
-        if self.reads_awaiting_quorum.is_empty() {
+        if self
+            .reads
+            .as_ref()
+            .is_none_or(|r| r.awaiting_quorum.is_empty())
+        {
             return;
         }
         let me = self.id;
         let newest = self.next_read_id - 1;
         let progress = &self.progress;
         let confirmed = joint_committed(
-            &self.membership.voters,
-            &self.membership.outgoing_voters,
+            &self.memberships.current().voters,
+            &self.memberships.current().outgoing_voters,
             |id| {
                 if id == me {
                     newest
@@ -1015,15 +1502,18 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 }
             },
         );
-        while let Some(read) = self.reads_awaiting_quorum.front() {
+        let Some(reads) = self.reads.as_mut() else {
+            return;
+        };
+        while let Some(read) = reads.awaiting_quorum.front() {
             if read.id.0 > confirmed {
                 break;
             }
-            self.confirmed_reads.push_back(ReadState {
+            reads.confirmed.push_back(ReadState {
                 id: read.id,
                 index: read.index,
             });
-            self.reads_awaiting_quorum.pop_front();
+            reads.awaiting_quorum.pop_front();
         }
     }
 
@@ -1039,24 +1529,25 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         if pr.is_paused(max_inflight) {
             return Ok(false);
         }
+        if let ProgressState::NeedsSnapshot { .. } = pr.state {
+            self.send_snapshot_chunk(to)?;
+            return Ok(false);
+        }
         let next = pr.next_index;
         let prev_index = next - 1;
         let prev_term = match self.log.term(prev_index) {
             Ok(t) => t,
             Err(StorageError::Compacted { .. }) => {
-                self.on_needs_snapshot(to);
+                self.start_snapshot(to)?;
                 return Ok(false);
             }
             Err(e) => return Err(e.into()),
         };
         let last = self.log.last_index()?;
-        let entries = match self
-            .log
-            .slice(next, last + 1, self.config.max_append_bytes)
-        {
+        let entries = match self.log.slice(next, last + 1, self.config.max_append_bytes) {
             Ok(e) => e,
             Err(StorageError::Compacted { .. }) => {
-                self.on_needs_snapshot(to);
+                self.start_snapshot(to)?;
                 return Ok(false);
             }
             Err(e) => return Err(e.into()),
@@ -1080,20 +1571,105 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         Ok(sent_last.is_some())
     }
 
-    fn on_needs_snapshot(&mut self, to: C::NodeId) {
+    /// The entries `to` needs are compacted: switch it to snapshot catch-up and send the first chunk.
+    fn start_snapshot(&mut self, to: C::NodeId) -> Result<(), Error<C>> {
+        let snapshot = self.storage_snapshot()?;
         if let Some(pr) = self.progress.get_mut(&to) {
-            if pr.state != ProgressState::NeedsSnapshot {
-                tracing::debug!(id = ?self.id, ?to, "follower is behind the compacted log; needs a snapshot");
-                pr.become_needs_snapshot();
+            tracing::debug!(id = ?self.id, ?to, snapshot = ?snapshot.meta.last, "follower is behind the compacted log; sending a snapshot");
+            pr.become_needs_snapshot(snapshot.meta.last);
+        }
+        self.send_snapshot_chunk(to)
+    }
+
+    fn storage_snapshot(&self) -> Result<Snapshot<C>, Error<C>> {
+        self.log
+            .storage
+            .snapshot()?
+            .ok_or_else(|| Error::CorruptState {
+                reason: "the log is compacted but storage holds no snapshot".into(),
+            })
+    }
+
+    /// Sends the next chunk of the snapshot `to` is receiving, one chunk in flight at a time.
+    fn send_snapshot_chunk(&mut self, to: C::NodeId) -> Result<(), Error<C>> {
+        let Some(pr) = self.progress.get(&to) else {
+            return Ok(());
+        };
+        let ProgressState::NeedsSnapshot {
+            snapshot: wanted,
+            mut next_offset,
+        } = pr.state
+        else {
+            return Ok(());
+        };
+        if pr.probe_sent {
+            return Ok(());
+        }
+        let snapshot = self.storage_snapshot()?;
+        let bytes = snapshot.data.to_bytes();
+        let id = snapshot.meta.last;
+        if id != wanted {
+            next_offset = 0; // storage has a newer snapshot: send that one instead
+        }
+        let checksum = match self.snapshot_checksum {
+            Some((cached, sum)) if cached == id => sum,
+            _ => {
+                let sum = checksum::crc32(&bytes);
+                self.snapshot_checksum = Some((id, sum));
+                sum
+            }
+        };
+        let total_len = bytes.len() as u64;
+        let start = next_offset.min(total_len);
+        let end = (start + self.config.max_append_bytes as u64).min(total_len);
+        if let Some(pr) = self.progress.get_mut(&to) {
+            pr.state = ProgressState::NeedsSnapshot {
+                snapshot: id,
+                next_offset: start,
+            };
+            pr.probe_sent = true;
+        }
+        self.send_now(
+            to,
+            Rpc::InstallSnapshot(SnapshotChunk {
+                meta: snapshot.meta,
+                offset: start,
+                data: bytes.slice(start as usize..end as usize),
+                total_len,
+                checksum,
+            }),
+        );
+        Ok(())
+    }
+
+    /// The transport could not reach `peer`: stop streaming to it optimistically and probe instead.
+    pub fn report_unreachable(&mut self, peer: C::NodeId) {
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            if pr.state == ProgressState::Replicate {
+                pr.become_probe();
             }
         }
+    }
+
+    /// The metadata a snapshot taken now at the applied index must carry: the applied entry's id and the
+    /// membership in force there. Take the state machine's snapshot at exactly that index, store it,
+    /// then compact the log up to it.
+    pub fn compaction_point(&self) -> Result<SnapshotMeta<C>, Error<C>> {
+        let applied = self.log.applied;
+        Ok(SnapshotMeta {
+            last: LogId::new(self.log.term(applied)?, applied),
+            membership: self.memberships.at(applied).clone(),
+        })
     }
 
     fn broadcast_heartbeat(&mut self) {
         let read_seq = self.next_read_id - 1;
         let commit = self.log.committed;
-        let peers: Vec<(C::NodeId, Index)> =
-            self.progress.iter().map(|(id, p)| (*id, p.match_index)).collect();
+        let peers: Vec<(C::NodeId, Index)> = self
+            .progress
+            .iter()
+            .map(|(id, p)| (*id, p.match_index))
+            .collect();
         for (to, match_index) in peers {
             self.send_now(
                 to,
@@ -1138,14 +1714,20 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         !self.messages.is_empty()
             || !self.messages_after_persist.is_empty()
             || self.log.has_unpersisted()
+            || self.log.has_unpersisted_snapshot()
             || self.hard_state() != self.prev_hard_state
             || self.soft_state() != self.prev_soft_state
             || self.pending_append
             || self.pending_commit_broadcast
             || self.pending_read_broadcast
-            || !self.aborted_reads.is_empty()
-            || !self.confirmed_reads.is_empty()
-            || self.log.applicable_index().is_ok_and(|i| i > self.log.applied)
+            || self
+                .reads
+                .as_ref()
+                .is_some_and(|r| !r.aborted.is_empty() || !r.confirmed.is_empty())
+            || self
+                .log
+                .applicable_index()
+                .is_ok_and(|i| i > self.log.applied)
     }
 
     /// Collects the work accumulated since the last `Ready`. Returns `None` if there is none, or while a
@@ -1156,11 +1738,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         }
         self.flush_leader_broadcasts()?;
 
+        let snapshot = self.log.take_unpersisted_snapshot();
         let entries = self.log.take_unpersisted();
         let last_entry = entries.last().map(Entry::log_id);
         let hard_state = self.hard_state();
         let hard_state_changed = hard_state != self.prev_hard_state;
         let must_sync = !entries.is_empty()
+            || snapshot.is_some()
             || hard_state.term != self.prev_hard_state.term
             || hard_state.vote != self.prev_hard_state.vote;
         let soft_state = self.soft_state();
@@ -1176,20 +1760,28 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         }
         let readable = applied_to.unwrap_or(self.log.applied);
         let mut read_states = Vec::new();
-        while let Some(read) = self.confirmed_reads.front() {
-            if read.index > readable {
-                break;
+        let mut aborted_reads = Vec::new();
+        if let Some(reads) = self.reads.as_mut() {
+            while let Some(read) = reads.confirmed.front() {
+                if read.index > readable {
+                    break;
+                }
+                read_states.push(*read);
+                reads.confirmed.pop_front();
             }
-            read_states.push(*read);
-            self.confirmed_reads.pop_front();
+            aborted_reads = std::mem::take(&mut reads.aborted);
+            if reads.is_empty() {
+                self.reads = None;
+            }
         }
 
         let nothing = entries.is_empty()
+            && snapshot.is_none()
             && !hard_state_changed
             && !soft_state_changed
             && committed.is_empty()
             && read_states.is_empty()
-            && self.aborted_reads.is_empty()
+            && aborted_reads.is_empty()
             && self.messages.is_empty()
             && self.messages_after_persist.is_empty();
         if nothing {
@@ -1201,7 +1793,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.outstanding_ready = Some(id);
         self.prev_hard_state = hard_state.clone();
         self.prev_soft_state = soft_state;
+        let snapshot_id = snapshot.as_ref().map(|s| s.meta.last);
         Ok(Some(Ready {
+            snapshot,
             messages: std::mem::take(&mut self.messages),
             entries,
             hard_state: hard_state_changed.then_some(hard_state),
@@ -1212,8 +1806,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 messages: std::mem::take(&mut self.messages_after_persist),
                 committed,
                 read_states,
-                aborted_reads: std::mem::take(&mut self.aborted_reads),
+                aborted_reads,
                 last_entry,
+                snapshot: snapshot_id,
                 applied_to,
             },
         }))
@@ -1226,12 +1821,16 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return Err(Error::StaleAdvance);
         }
         self.outstanding_ready = None;
+        if let Some(snapshot) = persisted.snapshot {
+            self.log.snapshot_stable(snapshot);
+        }
         if let Some(last) = persisted.last_entry {
             self.log.stable_to(last);
         }
         if let Some(applied) = persisted.applied_to {
             self.log.applied = self.log.applied.max(applied);
         }
+        self.memberships.prune(self.log.applied);
         if self.role == Role::Leader {
             let durable = self.log.stable_last_index()?;
             if durable > self.self_match {

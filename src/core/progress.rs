@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use crate::types::Index;
+use crate::types::{Index, LogId};
 
 /// How a leader replicates to one follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,8 +13,9 @@ pub enum ProgressState {
     /// The follower's log matches up to `match_index`; appends stream optimistically, up to the inflight
     /// window.
     Replicate,
-    /// The entries the follower needs are compacted: it can only catch up from a snapshot.
-    NeedsSnapshot,
+    /// The entries the follower needs are compacted: it catches up from the snapshot ending at `snapshot`,
+    /// sent in chunks; `next_offset` is where the next chunk starts.
+    NeedsSnapshot { snapshot: LogId, next_offset: u64 },
 }
 
 /// The leader's view of one follower.
@@ -25,7 +26,8 @@ pub struct Progress {
     /// The index of the next entry to send.
     pub next_index: Index,
     pub state: ProgressState,
-    /// In `Probe`: an append is outstanding, wait for its answer or the next heartbeat.
+    /// In `Probe`: an append is outstanding; in `NeedsSnapshot`: a chunk is. Wait for its answer or the
+    /// next heartbeat answer.
     pub probe_sent: bool,
     /// In `Replicate`: the last index of each append message not yet acknowledged.
     inflights: VecDeque<Index>,
@@ -62,8 +64,11 @@ impl Progress {
         self.inflights.clear();
     }
 
-    pub fn become_needs_snapshot(&mut self) {
-        self.state = ProgressState::NeedsSnapshot;
+    pub fn become_needs_snapshot(&mut self, snapshot: LogId) {
+        self.state = ProgressState::NeedsSnapshot {
+            snapshot,
+            next_offset: 0,
+        };
         self.probe_sent = false;
         self.inflights.clear();
     }
@@ -94,7 +99,9 @@ impl Progress {
                 self.become_probe();
                 true
             }
-            ProgressState::Probe | ProgressState::NeedsSnapshot => {
+            // We sent no append: a rejection is an answer to an older one.
+            ProgressState::NeedsSnapshot { .. } => false,
+            ProgressState::Probe => {
                 if self.next_index == 0 || rejected != self.next_index - 1 {
                     return false;
                 }
@@ -116,16 +123,25 @@ impl Progress {
                 }
             }
             ProgressState::Probe => self.probe_sent = true,
-            ProgressState::NeedsSnapshot => {}
+            ProgressState::NeedsSnapshot { .. } => {}
         }
     }
 
     /// True when the leader must not send another append now.
     pub fn is_paused(&self, max_inflight: usize) -> bool {
         match self.state {
-            ProgressState::Probe => self.probe_sent,
+            ProgressState::Probe | ProgressState::NeedsSnapshot { .. } => self.probe_sent,
             ProgressState::Replicate => self.inflights.len() >= max_inflight,
-            ProgressState::NeedsSnapshot => true,
+        }
+    }
+
+    /// A heartbeat answer proves the follower is reachable: if the window is full (its messages may have
+    /// been lost), free one slot so that replication cannot stall forever.
+    pub fn on_heartbeat_response(&mut self, max_inflight: usize) {
+        self.recent_active = true;
+        self.probe_sent = false;
+        if self.state == ProgressState::Replicate && self.inflights.len() >= max_inflight {
+            self.inflights.pop_front();
         }
     }
 

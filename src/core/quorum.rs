@@ -98,6 +98,9 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// A table row: voters, per-voter input, expected outcome.
+    type Case<'a, V, R> = (&'a [u64], &'a [(u64, V)], R);
+
     fn set(ids: &[u64]) -> BTreeSet<u64> {
         ids.iter().copied().collect()
     }
@@ -105,7 +108,7 @@ mod tests {
     #[test]
     fn majority_committed_table() {
         // (voters, acked indexes by voter, expected committed index)
-        let cases: &[(&[u64], &[(u64, Index)], Index)] = &[
+        let cases: &[Case<Index, Index>] = &[
             (&[], &[], Index::MAX),
             (&[1], &[(1, 5)], 5),
             (&[1], &[], 0),
@@ -113,9 +116,17 @@ mod tests {
             (&[1, 2, 3], &[(1, 5), (2, 3)], 3),
             (&[1, 2, 3], &[(1, 5)], 0),
             (&[1, 2, 3], &[(1, 9), (2, 9), (3, 1)], 9),
-            (&[1, 2, 3, 4], &[(1, 9), (2, 8), (3, 7), (4, 1)], 8),
-            (&[1, 2, 3, 4, 5], &[(1, 9), (2, 8), (3, 7), (4, 1), (5, 2)], 7),
-            (&[1, 2, 3, 4, 5, 6, 7, 8, 9], &[(1, 9), (2, 8), (3, 7), (4, 6), (5, 5)], 5),
+            (&[1, 2, 3, 4], &[(1, 9), (2, 8), (3, 7), (4, 1)], 7),
+            (
+                &[1, 2, 3, 4, 5],
+                &[(1, 9), (2, 8), (3, 7), (4, 1), (5, 2)],
+                7,
+            ),
+            (
+                &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+                &[(1, 9), (2, 8), (3, 7), (4, 6), (5, 5)],
+                5,
+            ),
             // Acks from non-voters do not count.
             (&[1, 2, 3], &[(4, 9), (5, 9), (1, 9)], 0),
         ];
@@ -140,7 +151,7 @@ mod tests {
     fn majority_vote_table() {
         use VoteResult::*;
         // (voters, votes, expected)
-        let cases: &[(&[u64], &[(u64, bool)], VoteResult)] = &[
+        let cases: &[Case<bool, VoteResult>] = &[
             (&[], &[], Won),
             (&[1], &[(1, true)], Won),
             (&[1], &[(1, false)], Lost),

@@ -10,17 +10,23 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use crate::error::StorageError;
-use crate::storage::{InitialState, SnapshotMeta, WriteBatch, WriteOp};
-use crate::types::{Entry, HardState, Index, LogId, RaftTypeConfig, Term};
+use crate::storage::{InitialState, WriteBatch, WriteOp};
+use crate::types::{
+    Entry, HardState, Index, LogId, Membership, RaftTypeConfig, Snapshot, SnapshotMeta, Term,
+};
 
 /// The bookkeeping of one group's log that a backend keeps next to the entries: enough to validate writes
-/// and to answer `first_index`, `last_index` and the terms at both ends without reading an entry.
+/// and to answer `first_index`, `last_index` and the terms at both ends without reading an entry. The
+/// snapshot's data is kept by the backend apart from it (it may be large).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupState<C: RaftTypeConfig> {
     /// The persisted hard state.
     pub hard_state: HardState<C>,
-    /// The latest snapshot metadata (the default, index 0, if none).
-    pub snapshot: SnapshotMeta<C>,
+    /// The membership the group was bootstrapped with: in force at the start of the log until a snapshot
+    /// exists.
+    pub bootstrap: Membership<C>,
+    /// The metadata of the stored snapshot, if any.
+    pub snapshot: Option<SnapshotMeta<C>>,
     /// The compaction point: entries up to and including its index are gone; its term is still known.
     pub compacted: LogId,
     /// The last entry, equal to `compacted` when the log is empty.
@@ -32,7 +38,8 @@ impl<C: RaftTypeConfig> Default for GroupState<C> {
     fn default() -> Self {
         GroupState {
             hard_state: HardState::default(),
-            snapshot: SnapshotMeta::default(),
+            bootstrap: Membership::default(),
+            snapshot: None,
             compacted: LogId::default(),
             last: LogId::default(),
         }
@@ -50,11 +57,21 @@ impl<C: RaftTypeConfig> GroupState<C> {
         *self == Self::default()
     }
 
-    /// What the core restarts from.
+    /// The last index the stored snapshot covers (0 without a snapshot).
+    pub fn snapshot_index(&self) -> Index {
+        self.snapshot.as_ref().map_or(0, |s| s.last.index)
+    }
+
+    /// What the core restarts from: the hard state, and the snapshot's membership (the bootstrap one
+    /// without a snapshot).
     pub fn initial_state(&self) -> InitialState<C> {
         InitialState {
             hard_state: self.hard_state.clone(),
-            membership: self.snapshot.membership.clone(),
+            membership: self
+                .snapshot
+                .as_ref()
+                .map_or(&self.bootstrap, |s| &s.membership)
+                .clone(),
         }
     }
 
@@ -86,16 +103,18 @@ impl<C: RaftTypeConfig> GroupState<C> {
     /// A violation is [`StorageError::Corrupt`] naming `group`.
     pub fn check_invariants(&self, group: &C::GroupId) -> Result<(), StorageError> {
         let fail = |reason: String| Err(StorageError::corrupt(group, None, reason));
-        if self.compacted.index > self.snapshot.index {
+        let snapshot = self.snapshot_index();
+        if self.compacted.index > snapshot {
             return fail(format!(
-                "compaction point {} is past the snapshot at {}",
-                self.compacted.index, self.snapshot.index
+                "compaction point {} is past the snapshot at {snapshot} (no snapshot covers the discarded \
+                 entries)",
+                self.compacted.index
             ));
         }
-        if self.snapshot.index > self.last.index {
+        if snapshot > self.last.index {
             return fail(format!(
-                "snapshot at {} is past the last index {}",
-                self.snapshot.index, self.last.index
+                "snapshot at {snapshot} is past the last index {}",
+                self.last.index
             ));
         }
         if self.hard_state.commit > self.last.index {
@@ -141,6 +160,10 @@ pub struct GroupChange<C: RaftTypeConfig> {
     /// The entries to store, with consecutive indexes, all after the [`kept`](Self::kept) range. An entry
     /// may reuse the index of a removed one (a tail overwrite).
     pub appended: Vec<Entry<C>>,
+    /// The snapshot this batch stores for the group (the latest, if it stores several), with its data.
+    /// `None` if the stored snapshot did not change, or if it was deleted (then `after.snapshot` is
+    /// `None` too).
+    pub snapshot: Option<Snapshot<C>>,
     kept_from: Index,
     kept_to: Index,
 }
@@ -165,12 +188,18 @@ impl<C: RaftTypeConfig> GroupChange<C> {
         head.chain(tail)
     }
 
-    /// True if the hard state, snapshot metadata or compaction point changed: the group's metadata record
-    /// must be rewritten.
+    /// True if the hard state, bootstrap membership, snapshot metadata or compaction point changed: the
+    /// group's metadata record must be rewritten.
     pub fn metadata_changed(&self) -> bool {
         self.before.hard_state != self.after.hard_state
+            || self.before.bootstrap != self.after.bootstrap
             || self.before.snapshot != self.after.snapshot
             || self.before.compacted != self.after.compacted
+    }
+
+    /// True if the stored snapshot was removed (the group was deleted): the backend drops its data.
+    pub fn snapshot_removed(&self) -> bool {
+        self.before.snapshot.is_some() && self.after.snapshot.is_none()
     }
 }
 
@@ -187,6 +216,8 @@ struct Planner<C: RaftTypeConfig> {
     tail_start: Index,
     /// Entries written by this batch.
     tail: Vec<Entry<C>>,
+    /// The snapshot stored by this batch.
+    snapshot: Option<Snapshot<C>>,
 }
 
 impl<C: RaftTypeConfig> Planner<C> {
@@ -197,6 +228,7 @@ impl<C: RaftTypeConfig> Planner<C> {
             stored_hi: before.last.index,
             tail_start: before.last.index.saturating_add(1),
             tail: Vec::new(),
+            snapshot: None,
             after: before.clone(),
             before,
         }
@@ -238,11 +270,14 @@ impl<C: RaftTypeConfig> Planner<C> {
         match op {
             WriteOp::Append(entries) => self.append(entries, stored_term),
             WriteOp::SetHardState(hard_state) => self.set_hard_state(hard_state),
-            WriteOp::SetSnapshot(meta) => self.set_snapshot(meta, stored_term),
+            WriteOp::Bootstrap(membership) => self.bootstrap(membership),
+            WriteOp::InstallSnapshot(snapshot) => self.install_snapshot(snapshot),
+            WriteOp::SaveSnapshot(snapshot) => self.save_snapshot(snapshot, stored_term),
             WriteOp::Compact { upto } => self.compact(upto, stored_term),
             WriteOp::DeleteGroup => {
                 self.stored_hi = self.stored_lo;
                 self.tail.clear();
+                self.snapshot = None;
                 self.after = GroupState::default();
                 self.tail_start = 1;
                 Ok(())
@@ -282,7 +317,7 @@ impl<C: RaftTypeConfig> Planner<C> {
         }
         let floors = [
             (self.after.compacted.index, "the compaction point"),
-            (self.after.snapshot.index, "the snapshot"),
+            (self.after.snapshot_index(), "the snapshot"),
             (self.after.hard_state.commit, "the commit index"),
         ];
         for (floor, what) in floors {
@@ -331,49 +366,84 @@ impl<C: RaftTypeConfig> Planner<C> {
         Ok(())
     }
 
-    fn set_snapshot<T>(
+    fn bootstrap(&mut self, membership: Membership<C>) -> Result<(), StorageError> {
+        if self.after.last.index > 0 || self.after.snapshot.is_some() {
+            return Err(self.invalid(format!(
+                "bootstrap of a group that already has a log (last index {}) or a snapshot",
+                self.after.last.index
+            )));
+        }
+        self.after.bootstrap = membership;
+        Ok(())
+    }
+
+    /// Checks that `snapshot` is not older than the stored one.
+    fn check_newer(&self, snapshot: &Snapshot<C>) -> Result<(), StorageError> {
+        let new = snapshot.meta.last;
+        if let Some(current) = self.after.snapshot.as_ref().map(|s| s.last) {
+            if new.index < current.index {
+                return Err(self.invalid(format!(
+                    "snapshot at index {} is older than the stored snapshot at {}",
+                    new.index, current.index
+                )));
+            }
+            if new.index == current.index && new.term != current.term {
+                return Err(self.invalid(format!(
+                    "snapshot at index {} has term {} but the stored snapshot there has term {}",
+                    new.index, new.term, current.term
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot<C>) -> Result<(), StorageError> {
+        self.check_newer(&snapshot)?;
+        let last = snapshot.meta.last;
+        if last.index < self.after.hard_state.commit {
+            return Err(self.invalid(format!(
+                "installing the snapshot at {} would drop committed entries up to {}",
+                last.index, self.after.hard_state.commit
+            )));
+        }
+        // The snapshot replaces the whole log.
+        self.stored_hi = self.stored_lo;
+        self.tail.clear();
+        self.tail_start = last.index.saturating_add(1);
+        self.after.compacted = last;
+        self.after.last = last;
+        self.after.snapshot = Some(snapshot.meta.clone());
+        self.snapshot = Some(snapshot);
+        Ok(())
+    }
+
+    fn save_snapshot<T>(
         &mut self,
-        meta: SnapshotMeta<C>,
+        snapshot: Snapshot<C>,
         stored_term: &mut T,
     ) -> Result<(), StorageError>
     where
         T: FnMut(&C::GroupId, Index) -> Result<Term, StorageError>,
     {
-        let current = &self.after.snapshot;
-        if meta.index < current.index {
+        self.check_newer(&snapshot)?;
+        let last = snapshot.meta.last;
+        let in_log =
+            if last.index >= self.after.compacted.index && last.index <= self.after.last.index {
+                Some(self.term(last.index, stored_term)?)
+            } else {
+                None
+            };
+        if in_log != Some(last.term) {
             return Err(self.invalid(format!(
-                "snapshot at index {} is older than the current snapshot at {}",
-                meta.index, current.index
+                "the log does not hold the snapshot's last entry (index {}, term {}): its log is {}..={}",
+                last.index,
+                last.term,
+                self.after.first_index(),
+                self.after.last.index
             )));
         }
-        if meta.index == current.index && meta.term != current.term {
-            return Err(self.invalid(format!(
-                "snapshot at index {} has term {} but the current snapshot there has term {}",
-                meta.index, meta.term, current.term
-            )));
-        }
-        let in_log = if meta.index <= self.after.last.index {
-            Some(self.term(meta.index, stored_term)?)
-        } else {
-            None
-        };
-        if in_log != Some(meta.term) {
-            if let Some(term) = in_log {
-                if meta.index <= self.after.hard_state.commit {
-                    return Err(self.invalid(format!(
-                        "snapshot at index {} with term {} contradicts the committed entry there (term {term})",
-                        meta.index, meta.term
-                    )));
-                }
-            }
-            // Raft §7: the log does not hold the snapshot's last entry, so none of it is kept.
-            self.stored_hi = self.stored_lo;
-            self.tail.clear();
-            self.tail_start = meta.index.saturating_add(1);
-            self.after.compacted = meta.log_id();
-            self.after.last = meta.log_id();
-        }
-        self.after.snapshot = meta;
+        self.after.snapshot = Some(snapshot.meta.clone());
+        self.snapshot = Some(snapshot);
         Ok(())
     }
 
@@ -387,10 +457,11 @@ impl<C: RaftTypeConfig> Planner<C> {
                 self.after.last.index
             )));
         }
-        if upto > self.after.snapshot.index {
+        if upto > self.after.snapshot_index() {
             return Err(self.invalid(format!(
-                "compaction to index {upto} is past the snapshot at {}: only a snapshot may replace entries",
-                self.after.snapshot.index
+                "compaction to index {upto} is past the snapshot at {}: a snapshot must cover every \
+                 discarded entry",
+                self.after.snapshot_index()
             )));
         }
         if upto <= self.after.compacted.index {
@@ -413,6 +484,7 @@ impl<C: RaftTypeConfig> Planner<C> {
             before: self.before,
             after: self.after,
             appended: self.tail,
+            snapshot: self.snapshot,
             kept_from: self.stored_lo + 1,
             kept_to: self.stored_hi,
         }

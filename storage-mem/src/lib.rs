@@ -37,10 +37,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tickraft::storage::{
-    plan_batch, GroupChange, GroupState, InitialState, LogStorage, LogView, SnapshotMeta,
-    WriteBatch,
+    plan_batch, GroupChange, GroupState, InitialState, LogStorage, LogView, WriteBatch,
 };
-use tickraft::{Entry, Index, RaftTypeConfig, StorageError, Term};
+use tickraft::{Entry, Index, RaftTypeConfig, Snapshot, SnapshotMeta, StorageError, Term};
 
 mod state_machine;
 
@@ -52,6 +51,8 @@ struct MemGroup<C: RaftTypeConfig> {
     state: GroupState<C>,
     /// The entries `state.first_index()..=state.last.index`, in order.
     entries: VecDeque<Entry<C>>,
+    /// The stored snapshot (its metadata is `state.snapshot`).
+    snapshot: Option<Snapshot<C>>,
 }
 
 impl<C: RaftTypeConfig> Default for MemGroup<C> {
@@ -59,6 +60,7 @@ impl<C: RaftTypeConfig> Default for MemGroup<C> {
         MemGroup {
             state: GroupState::default(),
             entries: VecDeque::new(),
+            snapshot: None,
         }
     }
 }
@@ -104,6 +106,11 @@ fn apply_change<C: RaftTypeConfig>(groups: &mut Groups<C>, change: GroupChange<C
         }
     }
     group.entries.extend(change.appended);
+    if let Some(snapshot) = change.snapshot {
+        group.snapshot = Some(snapshot);
+    } else if change.after.snapshot.is_none() {
+        group.snapshot = None;
+    }
     group.state = change.after;
     if group.state.is_pristine() && group.entries.is_empty() {
         groups.remove(&change.group);
@@ -217,13 +224,12 @@ impl<C: RaftTypeConfig> LogStorage<C> for MemStorage<C> {
         Ok(())
     }
 
-    fn snapshot_meta(&self, group: C::GroupId) -> Result<SnapshotMeta<C>, StorageError> {
+    fn snapshot_meta(&self, group: C::GroupId) -> Result<Option<SnapshotMeta<C>>, StorageError> {
         let shared = self.read()?;
         Ok(shared
             .live
             .get(&group)
-            .map(|m| m.state.snapshot.clone())
-            .unwrap_or_default())
+            .and_then(|m| m.state.snapshot.clone()))
     }
 
     fn groups(&self) -> Result<Vec<C::GroupId>, StorageError> {
@@ -322,5 +328,9 @@ impl<C: RaftTypeConfig> LogView<C> for MemView<C> {
 
     fn last_index(&self) -> Result<Index, StorageError> {
         self.with(|g| Ok(g.map_or(0, |g| g.state.last.index)))
+    }
+
+    fn snapshot(&self) -> Result<Option<Snapshot<C>>, StorageError> {
+        self.with(|g| Ok(g.and_then(|g| g.snapshot.clone())))
     }
 }

@@ -4,8 +4,33 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
-use tickraft::storage::{AppliedState, Snapshot, SnapshotMeta, StateMachine};
-use tickraft::{Entry, EntryPayload, LogId, Membership, RaftTypeConfig, StorageError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tickraft::storage::{AppliedState, StateMachine};
+use tickraft::{
+    Entry, EntryPayload, LogId, Membership, RaftTypeConfig, Snapshot, SnapshotData, SnapshotMeta,
+    StorageError,
+};
+
+/// Encodes a state as snapshot data (postcard).
+fn encode_state<C: RaftTypeConfig, S: Serialize>(state: &S) -> Result<C::Snapshot, StorageError> {
+    let bytes = postcard::to_allocvec(state).map_err(StorageError::backend)?;
+    Ok(C::Snapshot::from_bytes(Bytes::from(bytes)))
+}
+
+/// Decodes a state from snapshot data; undecodable data is corruption of the snapshot at `meta`.
+fn decode_state<C: RaftTypeConfig, S: DeserializeOwned>(
+    group: &C::GroupId,
+    snapshot: &Snapshot<C>,
+) -> Result<S, StorageError> {
+    postcard::from_bytes(&snapshot.data.to_bytes()).map_err(|e| {
+        StorageError::corrupt(
+            group,
+            Some(snapshot.meta.last.index),
+            format!("snapshot data cannot be decoded: {e}"),
+        )
+    })
+}
 
 /// Checks that `entries` continue `applied` exactly (consecutive indexes starting at `applied + 1`).
 fn check_continues<C: RaftTypeConfig>(
@@ -120,7 +145,7 @@ pub enum KvResponse {
 /// An in-memory string key-value store, the state machine of the examples.
 ///
 /// Entries carry [`KvCommand`]s encoded with [`KvCommand::encode`]; snapshots are the whole map encoded
-/// with postcard. Nothing is durable: after a restart the machine reports index 0 (or the snapshot it
+/// with postcard (any [`SnapshotData`] type holds them). Nothing is durable: after a restart the machine reports index 0 (or the snapshot it
 /// was restored from) and the log is replayed.
 #[derive(Debug, Clone)]
 pub struct KvStateMachine<C: RaftTypeConfig> {
@@ -132,7 +157,7 @@ pub struct KvStateMachine<C: RaftTypeConfig> {
 
 impl<C> KvStateMachine<C>
 where
-    C: RaftTypeConfig<Data = Bytes, Snapshot = Bytes>,
+    C: RaftTypeConfig<Data = Bytes>,
 {
     /// An empty store for `group` (the group id only labels errors).
     pub fn new(group: C::GroupId) -> Self {
@@ -158,7 +183,7 @@ where
 #[async_trait]
 impl<C> StateMachine<C> for KvStateMachine<C>
 where
-    C: RaftTypeConfig<Data = Bytes, Snapshot = Bytes>,
+    C: RaftTypeConfig<Data = Bytes>,
 {
     type Response = KvResponse;
 
@@ -176,7 +201,7 @@ where
             let response = match &entry.payload {
                 EntryPayload::Blank => KvResponse::Noop,
                 EntryPayload::Membership(m) => {
-                    self.membership = m.clone();
+                    self.membership = Membership::clone(m);
                     KvResponse::Noop
                 }
                 EntryPayload::Normal(data) => match KvCommand::decode(data) {
@@ -196,70 +221,64 @@ where
     }
 
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError> {
-        let data = postcard::to_allocvec(&self.map).map_err(StorageError::backend)?;
         Ok(Snapshot {
             meta: SnapshotMeta {
-                index: self.applied.index,
-                term: self.applied.term,
+                last: self.applied,
                 membership: self.membership.clone(),
             },
-            data: Bytes::from(data),
+            data: encode_state::<C, _>(&self.map)?,
         })
     }
 
     async fn install_snapshot(&mut self, snapshot: Snapshot<C>) -> Result<(), StorageError> {
-        let map: BTreeMap<String, String> = postcard::from_bytes(&snapshot.data).map_err(|e| {
-            StorageError::corrupt(
-                &self.group,
-                Some(snapshot.meta.index),
-                format!("snapshot data cannot be decoded: {e}"),
-            )
-        })?;
-        self.map = map;
-        self.applied = snapshot.meta.log_id();
+        self.map = decode_state(&self.group, &snapshot)?;
+        self.applied = snapshot.meta.last;
         self.membership = snapshot.meta.membership;
         Ok(())
     }
 }
 
-/// A state machine built from a closure: the state is the application's snapshot type itself, and
-/// `apply` is called with each normal entry's data. Blank and membership entries respond `None`.
+/// A state machine built from a closure: `apply` is called with the state and each normal entry's data,
+/// and its result is the entry's response (`Some`); blank and membership entries respond `None`.
+/// Snapshots are the state encoded with postcard.
 ///
 /// ```
 /// # use tickraft::RaftTypeConfig;
 /// # #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 /// # struct Counter;
 /// # impl RaftTypeConfig for Counter {
-/// #     type NodeId = u64; type GroupId = u64; type Data = u64; type Snapshot = u64;
+/// #     type NodeId = u64; type GroupId = u64; type Data = u64; type Snapshot = bytes::Bytes;
 /// # }
 /// use tickraft_storage_mem::FnStateMachine;
 /// // A counter: each entry adds its value and returns the new total.
-/// let machine = FnStateMachine::<Counter, _, _>::new(1, 0, |total: &mut u64, add: &u64| {
+/// let machine = FnStateMachine::<Counter, u64, _, _>::new(1, 0, |total: &mut u64, add: &u64| {
 ///     *total += add;
 ///     *total
 /// });
 /// assert_eq!(*machine.state(), 0);
 /// ```
-pub struct FnStateMachine<C, R, F>
+pub struct FnStateMachine<C, S, R, F>
 where
     C: RaftTypeConfig,
 {
     group: C::GroupId,
-    state: C::Snapshot,
+    state: S,
     applied: LogId,
     membership: Membership<C>,
     apply: F,
     _response: std::marker::PhantomData<fn() -> R>,
 }
 
-impl<C, R, F> FnStateMachine<C, R, F>
+impl<C, S, R, F> FnStateMachine<C, S, R, F>
 where
     C: RaftTypeConfig,
-    F: FnMut(&mut C::Snapshot, &C::Data) -> R + Send,
+    S: Serialize + DeserializeOwned + Send,
+    F: FnMut(&mut S, &C::Data) -> R + Send,
     R: Send + 'static,
 {
-    /// A machine for `group` starting from `initial` (nothing applied yet).
-    pub fn new(group: C::GroupId, initial: C::Snapshot, apply: F) -> Self {
+    /// A machine for `group` starting from `initial` (nothing applied yet). The group id only labels
+    /// errors.
+    pub fn new(group: C::GroupId, initial: S, apply: F) -> Self {
         FnStateMachine {
             group,
             state: initial,
@@ -271,12 +290,12 @@ where
     }
 
     /// The current state.
-    pub fn state(&self) -> &C::Snapshot {
+    pub fn state(&self) -> &S {
         &self.state
     }
 }
 
-impl<C: RaftTypeConfig, R, F> std::fmt::Debug for FnStateMachine<C, R, F> {
+impl<C: RaftTypeConfig, S: std::fmt::Debug, R, F> std::fmt::Debug for FnStateMachine<C, S, R, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FnStateMachine")
             .field("group", &self.group)
@@ -288,10 +307,11 @@ impl<C: RaftTypeConfig, R, F> std::fmt::Debug for FnStateMachine<C, R, F> {
 }
 
 #[async_trait]
-impl<C, R, F> StateMachine<C> for FnStateMachine<C, R, F>
+impl<C, S, R, F> StateMachine<C> for FnStateMachine<C, S, R, F>
 where
     C: RaftTypeConfig,
-    F: FnMut(&mut C::Snapshot, &C::Data) -> R + Send,
+    S: Serialize + DeserializeOwned + Send,
+    F: FnMut(&mut S, &C::Data) -> R + Send,
     R: Send + 'static,
 {
     type Response = Option<R>;
@@ -310,7 +330,7 @@ where
             let response = match &entry.payload {
                 EntryPayload::Blank => None,
                 EntryPayload::Membership(m) => {
-                    self.membership = m.clone();
+                    self.membership = Membership::clone(m);
                     None
                 }
                 EntryPayload::Normal(data) => Some((self.apply)(&mut self.state, data)),
@@ -324,17 +344,16 @@ where
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError> {
         Ok(Snapshot {
             meta: SnapshotMeta {
-                index: self.applied.index,
-                term: self.applied.term,
+                last: self.applied,
                 membership: self.membership.clone(),
             },
-            data: self.state.clone(),
+            data: encode_state::<C, _>(&self.state)?,
         })
     }
 
     async fn install_snapshot(&mut self, snapshot: Snapshot<C>) -> Result<(), StorageError> {
-        self.state = snapshot.data;
-        self.applied = snapshot.meta.log_id();
+        self.state = decode_state(&self.group, &snapshot)?;
+        self.applied = snapshot.meta.last;
         self.membership = snapshot.meta.membership;
         Ok(())
     }

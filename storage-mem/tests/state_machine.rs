@@ -1,8 +1,11 @@
 //! The in-memory state machine helpers: exactly-once application, one response per entry, snapshots.
+#![allow(clippy::useless_conversion)] // membership payloads are boxed or not depending on the core version
 
 use bytes::Bytes;
-use tickraft::storage::{Snapshot, SnapshotMeta, StateMachine};
-use tickraft::{Entry, EntryPayload, LogId, Membership, RaftTypeConfig, StorageError};
+use tickraft::storage::StateMachine;
+use tickraft::{
+    Entry, EntryPayload, LogId, Membership, RaftTypeConfig, Snapshot, SnapshotMeta, StorageError,
+};
 use tickraft_storage_mem::{FnStateMachine, KvCommand, KvResponse, KvStateMachine};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -22,7 +25,7 @@ impl RaftTypeConfig for Counter {
     type NodeId = u64;
     type GroupId = u64;
     type Data = u64;
-    type Snapshot = u64;
+    type Snapshot = Bytes;
 }
 
 fn set(index: u64, key: &str, value: &str) -> Entry<Kv> {
@@ -79,7 +82,7 @@ async fn kv_applies_in_order_with_one_response_per_entry() -> Result<(), Storage
         Entry {
             term: 1,
             index: 4,
-            payload: EntryPayload::Membership(Membership::new_voters([1, 2])),
+            payload: EntryPayload::Membership(Membership::new_voters([1, 2]).into()),
         },
         delete(5, "a"),
         Entry {
@@ -142,14 +145,14 @@ async fn kv_snapshot_restores_state_and_applied_index() -> Result<(), StorageErr
         Entry {
             term: 1,
             index: 1,
-            payload: EntryPayload::Membership(Membership::new_voters([1, 2, 3])),
+            payload: EntryPayload::Membership(Membership::new_voters([1, 2, 3]).into()),
         },
         set(2, "x", "1"),
         set(3, "y", "2"),
     ])
     .await?;
     let snapshot = kv.build_snapshot().await?;
-    assert_eq!(snapshot.meta.log_id(), LogId::new(1, 3));
+    assert_eq!(snapshot.meta.last, LogId::new(1, 3));
     assert_eq!(snapshot.meta.membership, Membership::new_voters([1, 2, 3]));
 
     let mut restored = KvStateMachine::<Kv>::new(1);
@@ -164,8 +167,7 @@ async fn kv_snapshot_restores_state_and_applied_index() -> Result<(), StorageErr
 
     let bad = Snapshot {
         meta: SnapshotMeta {
-            index: 9,
-            term: 2,
+            last: LogId::new(2, 9),
             membership: Membership::default(),
         },
         data: Bytes::from_static(&[0xff, 0xff, 0xff]),
@@ -184,10 +186,11 @@ async fn kv_snapshot_restores_state_and_applied_index() -> Result<(), StorageErr
 
 #[tokio::test]
 async fn fn_machine_applies_a_closure() -> Result<(), StorageError> {
-    let mut counter = FnStateMachine::<Counter, _, _>::new(7, 0, |total: &mut u64, add: &u64| {
-        *total += add;
-        *total
-    });
+    let mut counter =
+        FnStateMachine::<Counter, u64, _, _>::new(7, 0, |total: &mut u64, add: &u64| {
+            *total += add;
+            *total
+        });
     let entries: Vec<Entry<Counter>> = (1..=4)
         .map(|i| Entry {
             term: 1,
@@ -202,13 +205,15 @@ async fn fn_machine_applies_a_closure() -> Result<(), StorageError> {
     let responses = counter.apply(&entries).await?;
     assert_eq!(responses, vec![Some(10), None, Some(40), Some(80)]);
     let snapshot = counter.build_snapshot().await?;
-    assert_eq!((snapshot.meta.index, snapshot.data), (4, 80));
-    let mut other = FnStateMachine::<Counter, _, _>::new(7, 0, |total: &mut u64, add: &u64| {
-        *total += add;
-        *total
-    });
+    assert_eq!(snapshot.meta.last.index, 4);
+    let mut other =
+        FnStateMachine::<Counter, u64, _, _>::new(7, 0, |total: &mut u64, add: &u64| {
+            *total += add;
+            *total
+        });
     other.install_snapshot(snapshot).await?;
     assert_eq!(*other.state(), 80);
+    assert_eq!(*counter.state(), 80);
     assert_eq!(
         other.apply(&entries[..1]).await.ok(),
         None,
@@ -240,16 +245,14 @@ async fn kv_passes_the_state_machine_conformance_suite() {
 #[tokio::test]
 async fn fn_machine_passes_the_state_machine_conformance_suite() {
     use tickraft::storage::testing::TestTypes;
-    // The state is the snapshot type itself (Bytes): a running log of the commands' first bytes.
+    // The state: a running log of the commands' first two bytes.
     tickraft::storage::testing::run_state_machine_conformance(
         || {
-            FnStateMachine::<TestTypes, _, _>::new(
+            FnStateMachine::<TestTypes, Vec<u8>, _, _>::new(
                 1,
-                Bytes::new(),
-                |state: &mut Bytes, data: &Bytes| {
-                    let mut next = state.to_vec();
-                    next.extend_from_slice(&data[..data.len().min(2)]);
-                    *state = Bytes::from(next);
+                Vec::new(),
+                |state: &mut Vec<u8>, data: &Bytes| {
+                    state.extend_from_slice(&data[..data.len().min(2)]);
                     state.len()
                 },
             )

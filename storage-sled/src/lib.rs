@@ -7,12 +7,15 @@
 //!   both big-endian `u64` (16 bytes), so that a group's entries are contiguous and in index order and a
 //!   range read is one scan. The value is the [`Entry`] encoded with postcard.
 //! - Tree `meta`: one record per group (key: the group's 8-byte big-endian key) holding its hard state,
-//!   latest snapshot metadata and compaction point, encoded with postcard. A group with nothing but
-//!   entries has no record.
+//!   bootstrap membership, snapshot metadata and compaction point, encoded with postcard. A group with
+//!   nothing but entries has no record.
+//! - Tree `snapshot`: the data of each group's stored snapshot (same key), as
+//!   [`SnapshotData::to_bytes`](tickraft::SnapshotData::to_bytes) gives it. Written only when the snapshot
+//!   changes.
 //! - The default tree holds the on-disk format version.
 //!
-//! A [`WriteBatch`] (any number of groups) becomes one sled transaction over both trees, so it is atomic
-//! on recovery; [`LogStorage::sync`] is one `flush` of the database, whatever the number of groups.
+//! A [`WriteBatch`] (any number of groups) becomes one sled transaction over the trees it changes (a
+//! plain sled batch when it changes only one), so it is atomic on recovery; [`LogStorage::sync`] is one `flush` of the database, whatever the number of groups.
 //! [`SledStorage::open`] recovers every group's bounds from the trees (one seek per group end) and checks
 //! them; a record that cannot be decoded, an entry missing inside a log or stored under the wrong key is a
 //! [`StorageError::Corrupt`] naming the group and the index, never a panic and never skipped.
@@ -73,10 +76,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-use tickraft::storage::{
-    plan_batch, GroupState, InitialState, LogStorage, LogView, SnapshotMeta, WriteBatch,
+use tickraft::storage::{plan_batch, GroupState, InitialState, LogStorage, LogView, WriteBatch};
+use tickraft::{
+    Entry, HardState, Index, LogId, Membership, RaftTypeConfig, Snapshot, SnapshotData,
+    SnapshotMeta, StorageError, Term,
 };
-use tickraft::{Entry, HardState, Index, LogId, RaftTypeConfig, StorageError, Term};
 
 /// How a group id becomes the first 8 bytes of every key of the group (big-endian `u64`).
 ///
@@ -120,6 +124,7 @@ pub const FORMAT_VERSION: u8 = 1;
 const FORMAT_KEY: &[u8] = b"tickraft-storage-sled/format";
 const LOG_TREE: &[u8] = b"log";
 const META_TREE: &[u8] = b"meta";
+const SNAPSHOT_TREE: &[u8] = b"snapshot";
 
 fn log_key(group: u64, index: Index) -> [u8; 16] {
     let mut key = [0u8; 16];
@@ -179,7 +184,8 @@ fn backend(e: sled::Error) -> StorageError {
 #[serde(bound = "")]
 struct StoredMeta<C: RaftTypeConfig> {
     hard_state: HardState<C>,
-    snapshot: SnapshotMeta<C>,
+    bootstrap: Membership<C>,
+    snapshot: Option<SnapshotMeta<C>>,
     compacted: LogId,
 }
 
@@ -232,6 +238,7 @@ struct Inner<C: RaftTypeConfig> {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    snapshots: sled::Tree,
     /// Every group with anything stored. Readers hold the read lock for a whole read and the writer
     /// holds the write lock for a whole batch, so a read never sees half a batch.
     groups: RwLock<GroupMap<C>>,
@@ -272,6 +279,28 @@ where
         match state.term_hint(index) {
             Some(answer) => answer,
             None => self.stored_term(group, index),
+        }
+    }
+
+    fn snapshot(&self, group: &C::GroupId) -> Result<Option<Snapshot<C>>, StorageError> {
+        let groups = self.read()?;
+        let Some(meta) = groups.get(group).and_then(|s| s.snapshot.clone()) else {
+            return Ok(None);
+        };
+        match self
+            .snapshots
+            .get(group.to_key().to_be_bytes())
+            .map_err(backend)?
+        {
+            Some(data) => Ok(Some(Snapshot {
+                meta,
+                data: C::Snapshot::from_bytes(bytes::Bytes::copy_from_slice(&data)),
+            })),
+            None => Err(StorageError::corrupt(
+                group,
+                Some(meta.last.index),
+                "the snapshot's data is missing",
+            )),
         }
     }
 
@@ -376,12 +405,14 @@ where
         }
         let log = db.open_tree(LOG_TREE).map_err(backend)?;
         let meta = db.open_tree(META_TREE).map_err(backend)?;
-        let groups = recover::<C>(&log, &meta)?;
+        let snapshots = db.open_tree(SNAPSHOT_TREE).map_err(backend)?;
+        let groups = recover::<C>(&log, &meta, &snapshots)?;
         Ok(SledStorage {
             inner: Arc::new(Inner {
                 db,
                 log,
                 meta,
+                snapshots,
                 groups: RwLock::new(groups),
             }),
             path,
@@ -492,7 +523,11 @@ fn open_retrying_lock(config: &sled::Config) -> Result<sled::Db, StorageError> {
 }
 
 /// Rebuilds every group's state from the trees and checks it.
-fn recover<C>(log: &sled::Tree, meta: &sled::Tree) -> Result<GroupMap<C>, StorageError>
+fn recover<C>(
+    log: &sled::Tree,
+    meta: &sled::Tree,
+    snapshots: &sled::Tree,
+) -> Result<GroupMap<C>, StorageError>
 where
     C: RaftTypeConfig,
     C::GroupId: GroupKey,
@@ -508,6 +543,7 @@ where
             group,
             GroupState {
                 hard_state: record.hard_state,
+                bootstrap: record.bootstrap,
                 snapshot: record.snapshot,
                 compacted: record.compacted,
                 last: record.compacted,
@@ -551,6 +587,16 @@ where
     }
     for (group, state) in &groups {
         state.check_invariants(group)?;
+        if let Some(snapshot) = &state.snapshot {
+            let key = group.to_key().to_be_bytes();
+            if !snapshots.contains_key(key).map_err(backend)? {
+                return Err(StorageError::corrupt(
+                    group,
+                    Some(snapshot.last.index),
+                    "the snapshot's data is missing",
+                ));
+            }
+        }
     }
     Ok(groups)
 }
@@ -583,7 +629,8 @@ where
         )?;
         let mut log_batch = sled::Batch::default();
         let mut meta_batch = sled::Batch::default();
-        let (mut log_writes, mut meta_writes) = (false, false);
+        let mut snapshot_batch = sled::Batch::default();
+        let (mut log_writes, mut meta_writes, mut snapshot_writes) = (false, false, false);
         for change in &changes {
             let key = change.group.to_key();
             for index in change.removed() {
@@ -600,15 +647,25 @@ where
                 log_batch.insert(&log_key(key, entry.index)[..], value);
                 log_writes = true;
             }
+            if let Some(snapshot) = &change.snapshot {
+                let data = snapshot.data.to_bytes();
+                snapshot_batch.insert(&key.to_be_bytes()[..], data.as_ref());
+                snapshot_writes = true;
+            } else if change.snapshot_removed() {
+                snapshot_batch.remove(&key.to_be_bytes()[..]);
+                snapshot_writes = true;
+            }
             if change.metadata_changed() {
                 let after = &change.after;
                 let record = StoredMeta::<C> {
                     hard_state: after.hard_state.clone(),
+                    bootstrap: after.bootstrap.clone(),
                     snapshot: after.snapshot.clone(),
                     compacted: after.compacted,
                 };
                 if after.hard_state == HardState::default()
-                    && after.snapshot == SnapshotMeta::default()
+                    && after.bootstrap == Membership::default()
+                    && after.snapshot.is_none()
                     && after.compacted == LogId::default()
                 {
                     meta_batch.remove(&key.to_be_bytes()[..]);
@@ -624,15 +681,20 @@ where
                 meta_writes = true;
             }
         }
-        match (log_writes, meta_writes) {
-            (false, false) => {}
+        match (log_writes, meta_writes, snapshot_writes) {
+            (false, false, false) => {}
             // One tree: its batch is atomic on its own.
-            (true, false) => inner.log.apply_batch(log_batch).map_err(backend)?,
-            (false, true) => inner.meta.apply_batch(meta_batch).map_err(backend)?,
-            (true, true) => (&inner.log, &inner.meta)
-                .transaction(|(log, meta)| {
+            (true, false, false) => inner.log.apply_batch(log_batch).map_err(backend)?,
+            (false, true, false) => inner.meta.apply_batch(meta_batch).map_err(backend)?,
+            (false, false, true) => inner
+                .snapshots
+                .apply_batch(snapshot_batch)
+                .map_err(backend)?,
+            _ => (&inner.log, &inner.meta, &inner.snapshots)
+                .transaction(|(log, meta, snapshots)| {
                     log.apply_batch(&log_batch)?;
                     meta.apply_batch(&meta_batch)?;
+                    snapshots.apply_batch(&snapshot_batch)?;
                     Ok::<(), ConflictableTransactionError<Infallible>>(())
                 })
                 .map_err(|e| match e {
@@ -655,13 +717,12 @@ where
         Ok(())
     }
 
-    fn snapshot_meta(&self, group: C::GroupId) -> Result<SnapshotMeta<C>, StorageError> {
+    fn snapshot_meta(&self, group: C::GroupId) -> Result<Option<SnapshotMeta<C>>, StorageError> {
         Ok(self
             .inner
             .read()?
             .get(&group)
-            .map(|s| s.snapshot.clone())
-            .unwrap_or_default())
+            .and_then(|s| s.snapshot.clone()))
     }
 
     fn groups(&self) -> Result<Vec<C::GroupId>, StorageError> {
@@ -741,5 +802,9 @@ where
             .read()?
             .get(&self.group)
             .map_or(0, |s| s.last.index))
+    }
+
+    fn snapshot(&self) -> Result<Option<Snapshot<C>>, StorageError> {
+        self.inner.snapshot(&self.group)
     }
 }

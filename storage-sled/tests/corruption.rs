@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tickraft::storage::testing::{entries, TestTypes};
-use tickraft::storage::{LogStorage, LogView, SnapshotMeta, WriteBatch};
-use tickraft::{HardState, Membership, StorageError};
+use tickraft::storage::{LogStorage, LogView, WriteBatch};
+use tickraft::{HardState, LogId, Membership, Snapshot, SnapshotMeta, StorageError};
 use tickraft_storage_sled::SledStorage;
 
 type Storage = SledStorage<TestTypes>;
@@ -126,12 +126,14 @@ fn missing_entry_in_the_middle_is_never_skipped() {
     // A write that needs the missing entry's term fails the same way and changes nothing.
     let mut s = s;
     let mut b = WriteBatch::new();
-    b.set_snapshot(
+    b.save_snapshot(
         5,
-        SnapshotMeta {
-            index: 4,
-            term: 2,
-            membership: Membership::default(),
+        Snapshot {
+            meta: SnapshotMeta {
+                last: LogId::new(2, 4),
+                membership: Membership::default(),
+            },
+            data: bytes::Bytes::from_static(b"state"),
         },
     );
     expect_corrupt(s.write(b), "5", Some(4), "write");
@@ -234,5 +236,44 @@ fn a_healthy_database_verifies() {
     let s = Storage::open(&dir).expect("open");
     assert_eq!(s.verify().expect("verify"), 13);
     drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn missing_snapshot_data_fails_the_open() {
+    let dir = populated("snapshot-data");
+    {
+        let mut s = Storage::open(&dir).expect("open");
+        let mut b = WriteBatch::new();
+        b.save_snapshot(
+            5,
+            Snapshot {
+                meta: SnapshotMeta {
+                    last: LogId::new(2, 4),
+                    membership: Membership::new_voters([1, 2]),
+                },
+                data: bytes::Bytes::from_static(b"state at 4"),
+            },
+        );
+        b.compact(5, 3);
+        s.write(b).expect("write");
+        s.sync().expect("sync");
+        let snapshot = s.view(5).snapshot().expect("snapshot").expect("stored");
+        assert_eq!(&snapshot.data[..], b"state at 4");
+    }
+    let reopened = Storage::open(&dir).expect("reopen");
+    let snapshot = reopened
+        .view(5)
+        .snapshot()
+        .expect("snapshot")
+        .expect("stored");
+    assert_eq!(&snapshot.data[..], b"state at 4");
+    assert_eq!(reopened.view(5).first_index().expect("first"), 4);
+    drop(reopened);
+    tamper(&dir, |db, _, _| {
+        let snapshots = db.open_tree("snapshot").expect("snapshot tree");
+        snapshots.remove(5u64.to_be_bytes()).expect("remove");
+    });
+    expect_corrupt(Storage::open(&dir), "5", Some(4), "open");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tickraft::storage::testing::TestTypes;
-use tickraft::storage::{LogStorage, LogView, SnapshotMeta, WriteBatch};
-use tickraft::{Entry, EntryPayload, HardState, Index, Membership};
+use tickraft::storage::{LogStorage, LogView, WriteBatch};
+use tickraft::{Entry, EntryPayload, HardState, Index, LogId, Membership, Snapshot, SnapshotMeta};
 use tickraft_storage_sled::SledStorage;
 
 const CHILD_DIR: &str = "TICKRAFT_CRASH_CHILD_DIR";
@@ -120,12 +120,14 @@ fn crash_child() {
                     Ok(t) => t,
                     Err(_) => term, // written in this batch
                 };
-                batch.set_snapshot(
+                batch.save_snapshot(
                     g,
-                    SnapshotMeta {
-                        index: at,
-                        term: snapshot_term,
-                        membership: Membership::new_voters([1, 2, 3]),
+                    Snapshot {
+                        meta: SnapshotMeta {
+                            last: LogId::new(snapshot_term, at),
+                            membership: Membership::new_voters([1, 2, 3]),
+                        },
+                        data: Bytes::from(format!("group {g} state at {at}")),
                     },
                 );
                 batch.compact(g, at - 10);
@@ -202,7 +204,7 @@ fn check(dir: &Path, acked: &[Index; GROUPS as usize], context: &str) {
                 .snapshot_meta(g)
                 .unwrap_or_else(|e| panic!("{context}: {e}"));
             assert!(
-                snapshot.index >= want,
+                snapshot.as_ref().map_or(0, |s| s.last.index) >= want,
                 "{context}: group {g} compacted past its snapshot"
             );
         }
