@@ -1,10 +1,15 @@
 //! Storage: how the core reads the log, how the caller writes it, and the state machine it feeds.
 //!
-//! The core never writes storage itself. It hands entries and hard state to the caller in a
-//! [`Ready`](crate::Ready); the caller puts them (for any number of groups) into one [`WriteBatch`], hands it
-//! to [`LogStorage::write`], calls [`LogStorage::sync`] once, and then calls
-//! [`RaftCore::advance`](crate::RaftCore::advance). The core reads the log back through a per-group
-//! [`LogView`] handle obtained from [`LogStorage::view`].
+//! The core never writes storage itself. It hands a snapshot to install, entries and hard state to the
+//! caller in a [`Ready`](crate::Ready); the caller adds them (for any number of groups) to one
+//! [`WriteBatch`] with [`WriteBatch::push_writes`], hands it to [`LogStorage::write`], calls
+//! [`LogStorage::sync`] once, and then calls [`RaftCore::advance`](crate::RaftCore::advance). The core
+//! reads the log back through a per-group [`LogView`] handle obtained from [`LogStorage::view`].
+//!
+//! Log compaction is the caller's: when the [`StateMachine`] has taken a snapshot at
+//! [`RaftCore::compaction_point`](crate::RaftCore::compaction_point), store it with
+//! [`WriteBatch::save_snapshot`] and discard the log up to it (or a little less, to spare lagging
+//! followers a snapshot) with [`WriteBatch::compact`].
 //!
 //! # What every `LogStorage` backend guarantees
 //!

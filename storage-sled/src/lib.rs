@@ -10,7 +10,7 @@
 //!   bootstrap membership, snapshot metadata and compaction point, encoded with postcard. A group with
 //!   nothing but entries has no record.
 //! - Tree `snapshot`: the data of each group's stored snapshot (same key), as
-//!   [`SnapshotData::to_bytes`](tickraft::SnapshotData::to_bytes) gives it. Written only when the snapshot
+//!   [`SnapshotData::to_bytes`] gives it. Written only when the snapshot
 //!   changes.
 //! - The default tree holds the on-disk format version.
 //!
