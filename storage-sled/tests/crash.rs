@@ -1,12 +1,13 @@
 //! Crash test: no acknowledged entry is ever lost.
 //!
 //! The test re-executes its own binary as a child process (the `crash_child` test, switched on by an
-//! environment variable). The child appends batches to several groups (now and then also recording a
-//! snapshot and compacting, so that both trees change in one batch) and prints `ACK group:index ...` only
-//! after `sync()` returned. The parent kills it with SIGKILL after a random delay (from a seeded
-//! generator; the seed is printed), reopens the database, and checks that every acknowledged entry is
-//! present, in order, without gaps, with the bytes that were written. Then it starts the next child on the
-//! same database.
+//! environment variable). The child appends batches to several groups (now and then also storing a
+//! snapshot and compacting, so that several trees change in one batch) and prints `ACK group:index ...`
+//! only after `sync()` returned. The parent kills it with SIGKILL at a random moment (from a seeded
+//! generator; the seed is printed): half the time a random delay after the start, half the time a moment
+//! after a random number of acknowledgements. It then reopens the database and checks that every
+//! acknowledged entry is present, in order, without gaps, with the bytes that were written, and starts
+//! the next child on the same database.
 //!
 //! `CRASH_CYCLES=2000` runs more cycles (default 200); `CRASH_SEED=n` replays a seed's kill schedule (the
 //! timing of the child itself is up to the machine).
@@ -18,6 +19,7 @@ use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,6 +35,8 @@ const DEFAULT_CYCLES: u64 = 200;
 const DEFAULT_SEED: u64 = 0x5EED_C0DE;
 /// The longest random delay between starting a child and killing it.
 const MAX_KILL_DELAY_MS: u64 = 80;
+/// How long to wait for a child's acknowledgements before killing it anyway.
+const ACK_WAIT: Duration = Duration::from_secs(5);
 
 type Storage = SledStorage<TestTypes>;
 
@@ -148,6 +152,11 @@ fn crash_child() {
     }
 }
 
+/// How many acknowledgements `out` holds so far.
+fn count_acks(out: &[u8]) -> usize {
+    out.windows(4).filter(|w| w == b"ACK ").count()
+}
+
 /// The complete `ACK` lines a child printed (a line cut by the kill is ignored).
 fn parse_acks(stdout: &[u8], acked: &mut [Index; GROUPS as usize]) -> u64 {
     let text = String::from_utf8_lossy(stdout);
@@ -246,7 +255,16 @@ fn acknowledged_entries_survive_kill_9() {
     let started = Instant::now();
     for cycle in 0..cycles {
         let context = format!("crash test seed {seed} cycle {cycle}");
-        let delay = Duration::from_millis(rng.range(1, MAX_KILL_DELAY_MS));
+        // Half the kills come after a random delay from the start (some land during recovery), half a
+        // moment after a random number of acknowledged batches (always mid-write, even on a slow machine).
+        let (after_acks, delay) = if rng.range(0, 1) == 0 {
+            (None, Duration::from_millis(rng.range(1, MAX_KILL_DELAY_MS)))
+        } else {
+            (
+                Some(rng.range(1, 20) as usize),
+                Duration::from_micros(rng.range(0, 3000)),
+            )
+        };
         let mut child = Command::new(&exe)
             .args([
                 "crash_child",
@@ -263,16 +281,33 @@ fn acknowledged_entries_survive_kill_9() {
             .spawn()
             .unwrap_or_else(|e| panic!("{context}: spawn failed: {e}"));
         let mut stdout = child.stdout.take().expect("piped stdout");
+        let (chunks_tx, chunks) = mpsc::channel::<Vec<u8>>();
         let reader = std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let _ = stdout.read_to_end(&mut out);
-            out
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || chunks_tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
         });
+        let mut out = Vec::new();
+        if let Some(acks) = after_acks {
+            // Kill shortly after the child acknowledged `acks` batches, however slow its start was.
+            let deadline = Instant::now() + ACK_WAIT;
+            while count_acks(&out) < acks {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match chunks.recv_timeout(left) {
+                    Ok(chunk) => out.extend(chunk),
+                    Err(_) => break,
+                }
+            }
+        }
         std::thread::sleep(delay);
         // `Child::kill` sends SIGKILL on Unix.
         let _ = child.kill();
         let status = child.wait().expect("wait for the child");
-        let out = reader.join().expect("stdout reader");
+        out.extend(chunks.iter().flatten());
+        reader.join().expect("stdout reader");
         if status.signal() != Some(libc_sigkill()) {
             let mut err = String::new();
             if let Some(mut stderr) = child.stderr.take() {
