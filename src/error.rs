@@ -29,7 +29,10 @@ impl ConfigError {
     }
 }
 
-/// An error reading or writing the log.
+/// An error reading or writing the log, or applying to the state machine.
+///
+/// Backends never panic on bad input or bad data: every failure ends up here. Group ids are carried as
+/// their `Debug` rendering so that the error stays independent of the application's type configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The entry was discarded by log compaction; only a snapshot covers it now.
@@ -38,15 +41,66 @@ pub enum StorageError {
     /// The entry is past the end of the log.
     #[error("log index {index} is not available (past the last index)")]
     Unavailable { index: Index },
-    /// A write would leave a gap or break the log's order.
-    #[error("invalid log write: {reason}")]
-    InvalidWrite { reason: String },
-    /// Stored data could not be decoded or violates an invariant. Never silently skipped.
-    #[error("corrupt storage: {reason}")]
-    Corrupt { reason: String },
-    /// The backend failed (an I/O error, a closed database).
+    /// A write would leave a gap, break the log's order or contradict what is already durable (for
+    /// example, overwrite a committed entry). Nothing of the batch that carried it was applied.
+    #[error("invalid write to group {group}: {reason}")]
+    InvalidWrite {
+        /// The group's id, formatted with `Debug`.
+        group: String,
+        reason: String,
+    },
+    /// Stored data could not be decoded or violates an invariant (a missing entry, a record under the wrong
+    /// key). Never silently skipped: the backend refuses to guess.
+    #[error("corrupt storage in group {group}{}: {reason}", at_index(.index))]
+    Corrupt {
+        /// The group's id, formatted with `Debug` (or a description of the raw key when the key itself is
+        /// unreadable).
+        group: String,
+        /// The log index of the bad record, if the record is a log entry.
+        index: Option<Index>,
+        reason: String,
+    },
+    /// The backend failed (an I/O error, a closed database, a poisoned lock).
     #[error("storage backend error: {reason}")]
     Backend { reason: String },
+}
+
+fn at_index(index: &Option<Index>) -> String {
+    match index {
+        Some(index) => format!(" at index {index}"),
+        None => String::new(),
+    }
+}
+
+impl StorageError {
+    /// An [`InvalidWrite`](StorageError::InvalidWrite) for `group`.
+    pub fn invalid_write(group: &impl std::fmt::Debug, reason: impl Into<String>) -> Self {
+        StorageError::InvalidWrite {
+            group: format!("{group:?}"),
+            reason: reason.into(),
+        }
+    }
+
+    /// A [`Corrupt`](StorageError::Corrupt) error for the record of `group` at `index` (`None` for the
+    /// group's metadata).
+    pub fn corrupt(
+        group: &impl std::fmt::Debug,
+        index: Option<Index>,
+        reason: impl Into<String>,
+    ) -> Self {
+        StorageError::Corrupt {
+            group: format!("{group:?}"),
+            index,
+            reason: reason.into(),
+        }
+    }
+
+    /// A [`Backend`](StorageError::Backend) error from anything displayable.
+    pub fn backend(reason: impl std::fmt::Display) -> Self {
+        StorageError::Backend {
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// Errors returned by [`RaftCore`](crate::RaftCore).
