@@ -30,6 +30,8 @@ pub mod groups;
 pub mod message;
 pub mod network;
 pub mod ready;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 pub mod storage;
 pub mod types;
 
