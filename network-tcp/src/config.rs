@@ -127,7 +127,10 @@ pub struct TlsConfig {
 impl fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsConfig")
-            .field("ca_cert_pem", &format_args!("{} bytes", self.ca_cert_pem.len()))
+            .field(
+                "ca_cert_pem",
+                &format_args!("{} bytes", self.ca_cert_pem.len()),
+            )
             .field(
                 "cert_chain_pem",
                 &format_args!("{} bytes", self.cert_chain_pem.len()),
@@ -251,7 +254,8 @@ mod tests {
 
     #[test]
     fn each_rule_names_its_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut TcpConfig<u64>)>)> = vec![
+        type BreakIt = Box<dyn Fn(&mut TcpConfig<u64>)>;
+        let cases: Vec<(&str, BreakIt)> = vec![
             ("max_frame_bytes", Box::new(|c| c.max_frame_bytes = 10)),
             ("queue_len", Box::new(|c| c.queue_len = 0)),
             ("snapshot_queue_len", Box::new(|c| c.snapshot_queue_len = 0)),

@@ -106,6 +106,8 @@
 //! configured CA, and the dialer checks the acceptor's certificate against the CA and
 //! [`TlsConfig::server_name`]. The tickraft handshake then runs inside the encrypted stream.
 
+#![warn(missing_docs)]
+
 mod config;
 #[cfg(feature = "tls")]
 mod tls;

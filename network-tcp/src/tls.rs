@@ -33,9 +33,7 @@ impl TlsContext {
         let mut cas = 0;
         for cert in CertificateDer::pem_slice_iter(config.ca_cert_pem.as_bytes()) {
             let cert = cert.map_err(|e| tls_error("ca_cert_pem", e))?;
-            roots
-                .add(cert)
-                .map_err(|e| tls_error("ca_cert_pem", e))?;
+            roots.add(cert).map_err(|e| tls_error("ca_cert_pem", e))?;
             cas += 1;
         }
         if cas == 0 {

@@ -45,7 +45,9 @@ pub enum TcpError {
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address that was asked for.
         addr: SocketAddr,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -75,24 +77,45 @@ pub enum ConnectionError {
     Timeout(Duration),
     /// The two sides speak different protocol versions.
     #[error("protocol version mismatch: ours {ours}, theirs {theirs}")]
-    VersionMismatch { ours: u16, theirs: u16 },
+    VersionMismatch {
+        /// This node's version.
+        ours: u16,
+        /// The other side's version.
+        theirs: u16,
+    },
     /// The two sides belong to different clusters.
     #[error("cluster id mismatch: ours {ours}, theirs {theirs}")]
-    ClusterMismatch { ours: u64, theirs: u64 },
+    ClusterMismatch {
+        /// This node's cluster id.
+        ours: u64,
+        /// The other side's cluster id.
+        theirs: u64,
+    },
     /// The dialer's node id is not a configured peer.
     #[error("node {node} is not a configured peer")]
-    UnknownNode { node: String },
+    UnknownNode {
+        /// The node id the dialer claimed (`Debug` format).
+        node: String,
+    },
     /// The other side is not the node that was meant.
     #[error("expected node {expected}, found node {actual}")]
-    WrongNode { expected: String, actual: String },
+    WrongNode {
+        /// The node that was meant (`Debug` format).
+        expected: String,
+        /// The node that was found (`Debug` format).
+        actual: String,
+    },
     /// The acceptor refused the handshake.
     #[error("refused by the acceptor: {0}")]
     Rejected(RejectReason),
     /// A batch's `from` or `to` does not match the authenticated connection; the frame is dropped.
     #[error("batch from {from} to {to} on the connection of node {peer}")]
     Misaddressed {
+        /// The node authenticated by the handshake.
         peer: String,
+        /// The batch's `from`.
         from: String,
+        /// The batch's `to`.
         to: String,
     },
     /// The acceptor closed the connection.
@@ -274,12 +297,10 @@ impl<C: RaftTypeConfig> TcpNetwork<C> {
     ) -> Result<Self, TcpError> {
         config.check()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| TcpError::NoRuntime)?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| TcpError::Bind {
-                addr: config.listen_addr,
-                source,
-            })?;
+        let local_addr = listener.local_addr().map_err(|source| TcpError::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
         #[cfg(feature = "tls")]
         let tls = match &config.tls {
             Some(tls) => Some(crate::tls::TlsContext::new(tls)?),
@@ -482,7 +503,10 @@ fn push_batch<C: RaftTypeConfig>(
                 %error,
                 "dropping a batch that cannot be encoded in one frame"
             );
-            bump(&shared.counters.dropped_oversized, batch.len().max(1) as u64);
+            bump(
+                &shared.counters.dropped_oversized,
+                batch.len().max(1) as u64,
+            );
             0
         }
     }
@@ -906,7 +930,10 @@ mod tests {
         let (regular, snapshot) = (regular.unwrap(), snapshot.unwrap());
         assert_eq!(regular.messages, vec![timeout_now(1), timeout_now(3)]);
         assert_eq!(snapshot.messages, vec![chunk(2)]);
-        assert_eq!((snapshot.from, snapshot.to, snapshot.incarnation), (1, 2, 3));
+        assert_eq!(
+            (snapshot.from, snapshot.to, snapshot.incarnation),
+            (1, 2, 3)
+        );
 
         let mut only_chunks = NodeBatch::<T>::new(1, 2, 3);
         only_chunks.messages = vec![chunk(2)];

@@ -30,12 +30,24 @@ pub enum WireError {
     #[error("connection closed")]
     Closed,
     /// The connection ended in the middle of a frame (inside its length prefix or its payload).
-    #[error("connection closed in the middle of a frame (truncated after {read} of {expected} bytes)")]
-    Truncated { read: usize, expected: usize },
+    #[error(
+        "connection closed in the middle of a frame (truncated after {read} of {expected} bytes)"
+    )]
+    Truncated {
+        /// The bytes of the prefix or payload that arrived.
+        read: usize,
+        /// The bytes the prefix or payload should have had.
+        expected: usize,
+    },
     /// The length prefix announces more bytes than this side accepts. The stream cannot be resynchronised,
     /// so the connection is closed.
     #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
-    FrameTooLarge { len: u64, max: u32 },
+    FrameTooLarge {
+        /// The announced (or encoded) payload length.
+        len: u64,
+        /// The limit in force.
+        max: u32,
+    },
     /// A zero-length frame: never sent by a correct peer.
     #[error("empty frame")]
     EmptyFrame,
@@ -82,7 +94,10 @@ pub struct Hello<N> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HelloReply<N> {
     /// The connection is accepted; `node` is the acceptor's node id, which the dialer checks.
-    Accepted { node: N },
+    Accepted {
+        /// The acceptor's node id.
+        node: N,
+    },
     /// The connection is refused and will be closed.
     Rejected(RejectReason),
 }
@@ -92,7 +107,10 @@ pub enum HelloReply<N> {
 pub enum RejectReason {
     /// The dialer speaks another protocol version; `expected` is the acceptor's.
     #[error("protocol version mismatch (acceptor speaks version {expected})")]
-    Version { expected: u16 },
+    Version {
+        /// The acceptor's protocol version.
+        expected: u16,
+    },
     /// The dialer belongs to another cluster.
     #[error("cluster id mismatch")]
     Cluster,
@@ -112,7 +130,10 @@ pub enum RejectReason {
 /// Lengths above `max` and zero lengths are refused before anything is allocated. A clean end of stream
 /// before the first byte of the length is [`WireError::Closed`]; anywhere else it is
 /// [`WireError::Truncated`].
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: u32) -> Result<Vec<u8>, WireError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: u32,
+) -> Result<Vec<u8>, WireError> {
     let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
     let mut got = 0;
     while got < LENGTH_PREFIX_BYTES {
@@ -157,7 +178,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: u32) -> Resul
 
 /// Encodes `value` as one complete frame (length prefix included), refusing payloads above `max`.
 pub fn encode_frame<T: Serialize>(value: &T, max: u32) -> Result<Vec<u8>, WireError> {
-    let frame = postcard::to_extend(value, vec![0u8; LENGTH_PREFIX_BYTES]).map_err(WireError::Encode)?;
+    let frame =
+        postcard::to_extend(value, vec![0u8; LENGTH_PREFIX_BYTES]).map_err(WireError::Encode)?;
     seal_frame(frame, max)
 }
 
@@ -186,7 +208,10 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, WireErro
 }
 
 /// Encodes a batch as one data frame.
-pub fn encode_batch<C: RaftTypeConfig>(batch: &NodeBatch<C>, max: u32) -> Result<Vec<u8>, WireError> {
+pub fn encode_batch<C: RaftTypeConfig>(
+    batch: &NodeBatch<C>,
+    max: u32,
+) -> Result<Vec<u8>, WireError> {
     encode_frame(batch, max)
 }
 
@@ -270,11 +295,17 @@ mod tests {
         assert!(matches!(read(&[], 100).await, Err(WireError::Closed)));
         assert!(matches!(
             read(&[0, 0], 100).await,
-            Err(WireError::Truncated { read: 2, expected: 4 })
+            Err(WireError::Truncated {
+                read: 2,
+                expected: 4
+            })
         ));
         assert!(matches!(
             read(&[0, 0, 0, 9, 1, 2], 100).await,
-            Err(WireError::Truncated { read: 2, expected: 9 })
+            Err(WireError::Truncated {
+                read: 2,
+                expected: 9
+            })
         ));
         assert!(matches!(
             read(&[0, 0, 0, 0], 100).await,
@@ -282,7 +313,10 @@ mod tests {
         ));
         assert!(matches!(
             read(&[0xff, 0xff, 0xff, 0xff], 100).await,
-            Err(WireError::FrameTooLarge { len: 0xffff_ffff, max: 100 })
+            Err(WireError::FrameTooLarge {
+                len: 0xffff_ffff,
+                max: 100
+            })
         ));
         assert!(matches!(
             encode_frame(&vec![0u8; 200], 100),
@@ -302,7 +336,10 @@ mod tests {
             decode_batch::<T>(&bytes),
             Err(WireError::TrailingBytes(1))
         ));
-        assert!(matches!(split_handshake(b"GET / HTTP"), Err(WireError::BadMagic)));
+        assert!(matches!(
+            split_handshake(b"GET / HTTP"),
+            Err(WireError::BadMagic)
+        ));
         assert!(matches!(split_handshake(b"TKR"), Err(WireError::BadMagic)));
         assert!(matches!(
             split_handshake(b"TKRF\x00"),

@@ -35,7 +35,10 @@ async fn setup() -> Setup {
     let mut c1 = test_config(
         1,
         a1,
-        BTreeMap::from([(2, a2.to_string()), (IMPERSONATED, "127.0.0.1:1".to_string())]),
+        BTreeMap::from([
+            (2, a2.to_string()),
+            (IMPERSONATED, "127.0.0.1:1".to_string()),
+        ]),
     );
     c1.max_frame_bytes = MAX_FRAME;
     let mut c2 = test_config(2, a2, BTreeMap::from([(1, a1.to_string())]));
@@ -81,7 +84,9 @@ async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
 /// Decodes the acceptor's reply from the raw bytes it sent.
 async fn decode_reply(bytes: &[u8]) -> HelloReply<u64> {
     let mut reader = bytes;
-    let payload = wire::read_frame(&mut reader, MAX_HANDSHAKE_BYTES).await.unwrap();
+    let payload = wire::read_frame(&mut reader, MAX_HANDSHAKE_BYTES)
+        .await
+        .unwrap();
     let (version, body) = wire::split_handshake(&payload).unwrap();
     assert_eq!(version, PROTOCOL_VERSION);
     wire::decode_payload(body).unwrap()
@@ -126,12 +131,16 @@ async fn garbage_bytes_are_refused() {
 
     // An HTTP request: "GET " read as a length prefix is ~1.2 GB, far above the handshake limit.
     let mut http = TcpStream::connect(s.node1.addr).await.unwrap();
-    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     assert!(read_until_closed(&mut http).await.is_empty());
 
     // A well-framed payload without the magic.
     let mut junk = TcpStream::connect(s.node1.addr).await.unwrap();
-    junk.write_all(&[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]).await.unwrap();
+    junk.write_all(&[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8])
+        .await
+        .unwrap();
     assert!(read_until_closed(&mut junk).await.is_empty());
 
     // The magic and version, then a body that is not a Hello: answered `Malformed`.
@@ -142,7 +151,10 @@ async fn garbage_bytes_are_refused() {
     let mut bad_body = TcpStream::connect(s.node1.addr).await.unwrap();
     bad_body.write_all(&frame).await.unwrap();
     let reply = read_until_closed(&mut bad_body).await;
-    assert_eq!(decode_reply(&reply).await, HelloReply::Rejected(RejectReason::Malformed));
+    assert_eq!(
+        decode_reply(&reply).await,
+        HelloReply::Rejected(RejectReason::Malformed)
+    );
 
     wait_until("3 refusals are counted", Duration::from_secs(10), || {
         s.stats().handshakes_rejected == 3
@@ -167,12 +179,17 @@ async fn truncated_frames_drop_the_connection() {
 
     // A data frame cut short after a good handshake.
     let mut stream = authenticated(s.node1.addr).await;
-    stream.write_all(&[0, 0, 0, 100, 1, 2, 3, 4, 5]).await.unwrap();
+    stream
+        .write_all(&[0, 0, 0, 100, 1, 2, 3, 4, 5])
+        .await
+        .unwrap();
     stream.shutdown().await.unwrap();
     read_until_closed(&mut stream).await;
-    wait_until("the dropped connection is counted", Duration::from_secs(10), || {
-        s.stats().connections_dropped == 1
-    })
+    wait_until(
+        "the dropped connection is counted",
+        Duration::from_secs(10),
+        || s.stats().connections_dropped == 1,
+    )
     .await;
     assert_eq!(s.stats().batches_received, 0);
     s.good_peer_gets_through().await;
@@ -184,12 +201,18 @@ async fn an_oversized_length_prefix_drops_the_connection() {
 
     // Before the handshake, the limit is 1 KiB.
     let mut early = TcpStream::connect(s.node1.addr).await.unwrap();
-    early.write_all(&(MAX_HANDSHAKE_BYTES + 1).to_be_bytes()).await.unwrap();
+    early
+        .write_all(&(MAX_HANDSHAKE_BYTES + 1).to_be_bytes())
+        .await
+        .unwrap();
     read_until_closed(&mut early).await;
 
     // After it, `max_frame_bytes`; nothing that large is ever allocated or read.
     let mut stream = authenticated(s.node1.addr).await;
-    stream.write_all(&(MAX_FRAME + 1).to_be_bytes()).await.unwrap();
+    stream
+        .write_all(&(MAX_FRAME + 1).to_be_bytes())
+        .await
+        .unwrap();
     read_until_closed(&mut stream).await;
     let mut huge = authenticated(s.node1.addr).await;
     huge.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
@@ -209,7 +232,10 @@ async fn a_wrong_cluster_id_is_rejected() {
     let mut other = hello(IMPERSONATED);
     other.cluster_id = CLUSTER + 1;
     let (mut stream, reply) = raw_handshake(s.node1.addr, PROTOCOL_VERSION, &other).await;
-    assert_eq!(decode_reply(&reply).await, HelloReply::Rejected(RejectReason::Cluster));
+    assert_eq!(
+        decode_reply(&reply).await,
+        HelloReply::Rejected(RejectReason::Cluster)
+    );
     read_until_closed(&mut stream).await;
     assert_eq!(s.stats().handshakes_rejected, 1);
     s.good_peer_gets_through().await;
@@ -236,14 +262,20 @@ async fn an_unknown_node_id_is_rejected() {
     let mut s = setup().await;
     // A dialer that is not a configured peer.
     let (mut stream, reply) = raw_handshake(s.node1.addr, PROTOCOL_VERSION, &hello(77)).await;
-    assert_eq!(decode_reply(&reply).await, HelloReply::Rejected(RejectReason::UnknownNode));
+    assert_eq!(
+        decode_reply(&reply).await,
+        HelloReply::Rejected(RejectReason::UnknownNode)
+    );
     read_until_closed(&mut stream).await;
 
     // A dialer that meant to reach another node.
     let mut misdirected = hello(IMPERSONATED);
     misdirected.to = 2;
     let (mut stream, reply) = raw_handshake(s.node1.addr, PROTOCOL_VERSION, &misdirected).await;
-    assert_eq!(decode_reply(&reply).await, HelloReply::Rejected(RejectReason::WrongNode));
+    assert_eq!(
+        decode_reply(&reply).await,
+        HelloReply::Rejected(RejectReason::WrongNode)
+    );
     read_until_closed(&mut stream).await;
     assert_eq!(s.stats().handshakes_rejected, 2);
     s.good_peer_gets_through().await;
@@ -260,7 +292,10 @@ async fn bad_frames_from_an_authenticated_peer_are_dropped_alone() {
         let frame = wire::encode_batch(&NodeBatch::<T>::new(from, to, 5), MAX_FRAME).unwrap();
         stream.write_all(&frame).await.unwrap();
     }
-    stream.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
+    stream
+        .write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
     // The connection stays up: a good batch on it is delivered.
     let good = wire::encode_batch(&NodeBatch::<T>::new(IMPERSONATED, 1, 6), MAX_FRAME).unwrap();
     stream.write_all(&good).await.unwrap();
@@ -281,7 +316,11 @@ async fn bad_frames_from_an_authenticated_peer_are_dropped_alone() {
 async fn a_silent_client_is_timed_out() {
     let (listener, other) = (free_listener().await, free_listener().await);
     let addr = listener.local_addr().unwrap();
-    let mut config = test_config(1, addr, BTreeMap::from([(2, other.local_addr().unwrap().to_string())]));
+    let mut config = test_config(
+        1,
+        addr,
+        BTreeMap::from([(2, other.local_addr().unwrap().to_string())]),
+    );
     config.io_timeout = Duration::from_millis(200);
     let node = start_node(config, listener);
     let mut silent = TcpStream::connect(addr).await.unwrap();

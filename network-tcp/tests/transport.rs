@@ -18,7 +18,9 @@ async fn send_all(net: &TcpNetwork<T>, batch: NodeBatch<T>) {
     loop {
         match net.send(batch.clone()) {
             Ok(()) => return,
-            Err(NetworkError::QueueFull { .. }) => tokio::time::sleep(Duration::from_millis(1)).await,
+            Err(NetworkError::QueueFull { .. }) => {
+                tokio::time::sleep(Duration::from_millis(1)).await
+            }
             Err(e) => panic!("send failed: {e}"),
         }
     }
@@ -50,7 +52,10 @@ async fn three_nodes_exchange_thousands_of_batches_in_order() {
         for batch in batches.iter() {
             assert_eq!(batch.to, node.net.node_id());
             let expected = next.entry(batch.from).or_insert(0);
-            assert_eq!(batch.incarnation, *expected, "in order, without loss or duplicates");
+            assert_eq!(
+                batch.incarnation, *expected,
+                "in order, without loss or duplicates"
+            );
             assert_eq!(batch.messages.len(), 1);
             assert_eq!(batch.heartbeats, vec![heartbeat(*expected % 10, *expected)]);
             *expected += 1;
@@ -59,10 +64,7 @@ async fn three_nodes_exchange_thousands_of_batches_in_order() {
         assert_eq!(stats.batches_received, 2 * BATCHES);
         assert_eq!(stats.frames_dropped + stats.connections_dropped, 0);
     }
-    println!(
-        "3 nodes exchanged {} batches in {elapsed:?}",
-        6 * BATCHES
-    );
+    println!("3 nodes exchanged {} batches in {elapsed:?}", 6 * BATCHES);
     for node in &nodes {
         node.net.shutdown().await;
     }
@@ -76,7 +78,9 @@ async fn send_stream(node: &Node, count: u64, payload: Bytes) {
         for &to in &targets {
             // The incarnation carries the sequence number, so that order can be checked.
             let mut batch = NodeBatch::new(me, to, seq);
-            batch.messages.push(append(seq % 10, seq + 1, payload.clone()));
+            batch
+                .messages
+                .push(append(seq % 10, seq + 1, payload.clone()));
             batch.heartbeats.push(heartbeat(seq % 10, seq));
             send_all(&node.net, batch).await;
         }
@@ -99,9 +103,11 @@ async fn a_restarted_peer_is_reconnected_to() {
     // Node 2 goes away: node 1 notices the closed connection and reports it once.
     node2.net.shutdown().await;
     drop(node2);
-    wait_until("node 1 reports node 2 unreachable", Duration::from_secs(10), || {
-        node1.inbound.unreachable_count(2) >= 1
-    })
+    wait_until(
+        "node 1 reports node 2 unreachable",
+        Duration::from_secs(10),
+        || node1.inbound.unreachable_count(2) >= 1,
+    )
     .await;
     for _ in 0..5 {
         // Sent while node 2 is down: dropped or queued, never blocking.
@@ -114,7 +120,10 @@ async fn a_restarted_peer_is_reconnected_to() {
     let node2 = start_node(test_config(2, addr2, peers), listener);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !node2.inbound.has_incarnation(1, 3) {
-        assert!(Instant::now() < deadline, "node 1 never reconnected to node 2");
+        assert!(
+            Instant::now() < deadline,
+            "node 1 never reconnected to node 2"
+        );
         let _ = node1.net.send(NodeBatch::new(1, 2, 3));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -174,7 +183,9 @@ async fn a_full_queue_drops_and_reports_instead_of_blocking() {
     let mut snapshot_dropped = 0;
     for _ in 0..10 {
         let mut batch = NodeBatch::new(1, 2, 0);
-        batch.messages.push(snapshot_chunk(1, Bytes::from_static(b"chunk")));
+        batch
+            .messages
+            .push(snapshot_chunk(1, Bytes::from_static(b"chunk")));
         if let Err(NetworkError::QueueFull { .. }) = node.net.send(batch) {
             snapshot_dropped += 1;
         }
@@ -194,7 +205,8 @@ async fn a_big_snapshot_does_not_delay_heartbeats() {
 
     // Open both streams first, so that connection set-up does not decide the race.
     let mut warm = NodeBatch::new(1, 2, 0);
-    warm.messages.push(snapshot_chunk(1, Bytes::from_static(b"small")));
+    warm.messages
+        .push(snapshot_chunk(1, Bytes::from_static(b"small")));
     warm.heartbeats.push(heartbeat(2, 999));
     node1.net.send(warm).unwrap();
     wait_until("both streams are up", Duration::from_secs(10), || {
@@ -204,7 +216,8 @@ async fn a_big_snapshot_does_not_delay_heartbeats() {
 
     // One batch holding a 5 MB chunk and a heartbeat, then 50 heartbeat batches.
     let mut big = NodeBatch::new(1, 2, 1);
-    big.messages.push(snapshot_chunk(1, Bytes::from(vec![0xAB; SNAPSHOT_BYTES])));
+    big.messages
+        .push(snapshot_chunk(1, Bytes::from(vec![0xAB; SNAPSHOT_BYTES])));
     big.heartbeats.push(heartbeat(2, 0));
     node1.net.send(big).unwrap();
     for seq in 1..=50 {
@@ -232,10 +245,16 @@ async fn a_big_snapshot_does_not_delay_heartbeats() {
     println!("arrival order: {}", order.join(" "));
     println!("{snapshot_at} heartbeat batches overtook the 5 MB snapshot chunk");
     // The heartbeat that travelled in the same batch as the chunk was split off onto the regular stream.
-    let big_chunk = batches.iter().find(|b| is_snapshot(b) && b.incarnation == 1).unwrap();
+    let big_chunk = batches
+        .iter()
+        .find(|b| is_snapshot(b) && b.incarnation == 1)
+        .unwrap();
     assert!(big_chunk.heartbeats.is_empty());
     // On one shared stream the chunk would arrive before all 51 heartbeats; here the heartbeats go first.
-    assert!(snapshot_at >= 1, "a heartbeat sent after the chunk must arrive before it");
+    assert!(
+        snapshot_at >= 1,
+        "a heartbeat sent after the chunk must arrive before it"
+    );
     assert_eq!(order[0], "hb0");
 }
 
@@ -243,7 +262,10 @@ async fn a_big_snapshot_does_not_delay_heartbeats() {
 async fn shutdown_stops_every_task_and_frees_the_port() {
     let nodes = cluster(2, |_| {}).await;
     nodes[0].net.send(NodeBatch::new(1, 2, 1)).unwrap();
-    wait_until("delivery", Duration::from_secs(10), || nodes[1].inbound.count() == 1).await;
+    wait_until("delivery", Duration::from_secs(10), || {
+        nodes[1].inbound.count() == 1
+    })
+    .await;
 
     nodes[1].net.shutdown().await;
     assert_eq!(

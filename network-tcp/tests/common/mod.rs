@@ -71,7 +71,16 @@ pub struct Node {
     pub addr: SocketAddr,
 }
 
+/// Sends the transport's log lines to the test output (shown with `--nocapture` or on failure).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
+}
+
 pub async fn free_listener() -> TcpListener {
+    init_logs();
     TcpListener::bind("127.0.0.1:0").await.unwrap()
 }
 
