@@ -299,3 +299,38 @@ async fn unknown_peers_and_bad_configs_are_typed_errors() {
         other => panic!("expected a config error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_batch_too_big_for_one_frame_is_split_and_a_message_too_big_is_dropped() {
+    let nodes = cluster(2, |c| c.max_frame_bytes = 4096).await;
+    // 20 appends of 1 KiB do not fit in one 4 KiB frame: they travel in several.
+    let mut batch = NodeBatch::new(1, 2, 1);
+    for i in 0..20 {
+        batch
+            .messages
+            .push(append(i, 1, Bytes::from(vec![1u8; 1024])));
+    }
+    batch.heartbeats.push(heartbeat(1, 1));
+    // A single 8 KiB append cannot fit at all: it alone is dropped.
+    batch
+        .messages
+        .push(append(99, 1, Bytes::from(vec![2u8; 8192])));
+    nodes[0].net.send(batch).unwrap();
+
+    wait_until("the pieces arrive", Duration::from_secs(10), || {
+        let batches = nodes[1].inbound.batches.lock().unwrap();
+        batches.iter().map(|b| b.messages.len()).sum::<usize>() == 20
+    })
+    .await;
+    let batches = nodes[1].inbound.batches.lock().unwrap();
+    let mut groups: Vec<u64> = batches
+        .iter()
+        .flat_map(|b| b.messages.iter().map(|m| m.group))
+        .collect();
+    groups.sort();
+    assert_eq!(groups, (0..20).collect::<Vec<_>>());
+    assert_eq!(batches.iter().map(|b| b.heartbeats.len()).sum::<usize>(), 1);
+    assert!(batches.len() >= 5, "{} frames", batches.len());
+    assert!(batches.iter().all(|b| b.incarnation == 1));
+    assert_eq!(nodes[0].net.stats().dropped_oversized, 1);
+}
