@@ -197,6 +197,12 @@ fn rule(field: &'static str, message: impl Into<Cow<'static, str>>) -> Validatio
     ValidationError::new(field).with_message(message.into())
 }
 
+/// True if `addr` looks like `host:port` (the host is resolved only when dialing).
+pub(crate) fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 fn check_cross_field_rules<N: Ord + fmt::Debug>(
     config: &TcpConfig<N>,
 ) -> Result<(), ValidationError> {
@@ -204,10 +210,7 @@ fn check_cross_field_rules<N: Ord + fmt::Debug>(
         return Err(rule("peers", "must not contain this node's own id"));
     }
     for (node, addr) in &config.peers {
-        let valid = addr
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !valid {
+        if !is_host_port(addr) {
             return Err(rule(
                 "peers",
                 format!("address {addr:?} of node {node:?} is not host:port"),

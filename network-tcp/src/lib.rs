@@ -51,6 +51,9 @@
 //! delay drawn uniformly from its upper half) and discards what is queued meanwhile: Raft resends what
 //! still matters. Each failed attempt is a failure, reported once.
 //!
+//! The peers are [`TcpConfig::peers`] at start; [`TcpNetwork::add_peer`] and [`TcpNetwork::remove_peer`]
+//! change them at run time (membership changes). Only peers are dialed, and only peers are accepted.
+//!
 //! # Wire format
 //!
 //! Every frame, in both directions, is

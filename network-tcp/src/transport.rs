@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
@@ -158,7 +159,8 @@ pub struct TcpStats {
     pub bytes_received: u64,
     /// Batches refused by [`Network::send`] because a queue was full.
     pub dropped_queue_full: u64,
-    /// Batches discarded because their peer was unreachable when their turn came.
+    /// Batches (or frames) discarded because their peer was unreachable when their turn came, or whose
+    /// write failed.
     pub dropped_unreachable: u64,
     /// Messages dropped because they do not fit in a frame of `max_frame_bytes` even alone.
     pub dropped_oversized: u64,
@@ -223,11 +225,26 @@ struct Shared<C: RaftTypeConfig> {
     config: TcpConfig<C::NodeId>,
     inbound: Arc<dyn Inbound<C>>,
     counters: Counters,
+    /// The current peers (initially `config.peers`): whom to dial, and whom to accept.
+    peers: RwLock<HashMap<C::NodeId, Peer<C>>>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsContext>,
 }
 
 impl<C: RaftTypeConfig> Shared<C> {
+    fn peers(&self) -> RwLockReadGuard<'_, HashMap<C::NodeId, Peer<C>>> {
+        // The lock guards no invariant a panic could break half-way: recover from poisoning.
+        self.peers.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn peers_mut(&self) -> RwLockWriteGuard<'_, HashMap<C::NodeId, Peer<C>>> {
+        self.peers.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_peer(&self, node: &C::NodeId) -> bool {
+        self.peers().contains_key(node)
+    }
+
     async fn wrap_dialed(&self, stream: TcpStream) -> Result<BoxedIo, ConnectionError> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
@@ -245,10 +262,43 @@ impl<C: RaftTypeConfig> Shared<C> {
     }
 }
 
-/// The two queues toward one peer.
-struct PeerQueues<C: RaftTypeConfig> {
+/// One peer: its address, the two queues toward it and the writer tasks that drain them.
+struct Peer<C: RaftTypeConfig> {
+    addr: String,
     regular: mpsc::Sender<NodeBatch<C>>,
     snapshot: mpsc::Sender<NodeBatch<C>>,
+    writers: [JoinHandle<()>; 2],
+}
+
+impl<C: RaftTypeConfig> Peer<C> {
+    /// Creates the queues and spawns the two writers.
+    fn spawn(shared: &Arc<Shared<C>>, runtime: &Handle, peer: C::NodeId, addr: String) -> Self {
+        let (regular, regular_rx) = mpsc::channel(shared.config.queue_len);
+        let (snapshot, snapshot_rx) = mpsc::channel(shared.config.snapshot_queue_len);
+        let writer = |kind, rx| Writer {
+            shared: shared.clone(),
+            peer,
+            addr: addr.clone(),
+            kind,
+            rx,
+        };
+        let writers = [
+            runtime.spawn(writer(StreamKind::Regular, regular_rx).run()),
+            runtime.spawn(writer(StreamKind::Snapshot, snapshot_rx).run()),
+        ];
+        Peer {
+            addr,
+            regular,
+            snapshot,
+            writers,
+        }
+    }
+
+    fn abort(&self) {
+        for writer in &self.writers {
+            writer.abort();
+        }
+    }
 }
 
 /// A [`Network`] over TCP (optionally TLS): see the [crate documentation](crate).
@@ -256,10 +306,10 @@ struct PeerQueues<C: RaftTypeConfig> {
 /// Dropping it stops every task at once; [`TcpNetwork::shutdown`] does the same and waits for them.
 pub struct TcpNetwork<C: RaftTypeConfig> {
     shared: Arc<Shared<C>>,
-    peers: HashMap<C::NodeId, PeerQueues<C>>,
+    runtime: Handle,
     local_addr: SocketAddr,
     closed: AtomicBool,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    accept_loop: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl<C: RaftTypeConfig> std::fmt::Debug for TcpNetwork<C> {
@@ -310,31 +360,17 @@ impl<C: RaftTypeConfig> TcpNetwork<C> {
             config,
             inbound,
             counters: Counters::default(),
+            peers: RwLock::new(HashMap::new()),
             #[cfg(feature = "tls")]
             tls,
         });
-
-        let mut tasks = Vec::new();
-        let mut peers = HashMap::new();
-        for (&peer, addr) in &shared.config.peers {
-            let (regular, regular_rx) = mpsc::channel(shared.config.queue_len);
-            let (snapshot, snapshot_rx) = mpsc::channel(shared.config.snapshot_queue_len);
-            for (kind, rx) in [
-                (StreamKind::Regular, regular_rx),
-                (StreamKind::Snapshot, snapshot_rx),
-            ] {
-                let writer = Writer {
-                    shared: shared.clone(),
-                    peer,
-                    addr: addr.clone(),
-                    kind,
-                    rx,
-                };
-                tasks.push(runtime.spawn(writer.run()));
+        {
+            let mut peers = shared.peers_mut();
+            for (&peer, addr) in &shared.config.peers {
+                peers.insert(peer, Peer::spawn(&shared, &runtime, peer, addr.clone()));
             }
-            peers.insert(peer, PeerQueues { regular, snapshot });
         }
-        tasks.push(runtime.spawn(accept_loop(shared.clone(), listener)));
+        let accept_loop = runtime.spawn(accept_loop(shared.clone(), listener));
         info!(
             node = ?shared.config.node_id,
             %local_addr,
@@ -344,11 +380,87 @@ impl<C: RaftTypeConfig> TcpNetwork<C> {
         );
         Ok(TcpNetwork {
             shared,
-            peers,
+            runtime,
             local_addr,
             closed: AtomicBool::new(false),
-            tasks: Mutex::new(tasks),
+            accept_loop: Mutex::new(Some(accept_loop)),
         })
+    }
+
+    /// Adds a peer at run time (for example when a membership change brings in a new node), or moves an
+    /// existing one to a new address. From now on its connections are accepted and batches to it are sent.
+    /// Re-adding a peer at the same address changes nothing.
+    pub fn add_peer(&self, node: C::NodeId, addr: impl Into<String>) -> Result<(), TcpConfigError> {
+        let addr = addr.into();
+        if node == self.shared.config.node_id {
+            return Err(TcpConfigError::new(
+                "peers",
+                "must not contain this node's own id",
+            ));
+        }
+        if !crate::config::is_host_port(&addr) {
+            return Err(TcpConfigError::new(
+                "peers",
+                format!("address {addr:?} of node {node:?} is not host:port"),
+            ));
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut peers = self.shared.peers_mut();
+        if peers.get(&node).is_some_and(|peer| peer.addr == addr) {
+            return Ok(());
+        }
+        let peer = Peer::spawn(&self.shared, &self.runtime, node, addr.clone());
+        if let Some(old) = peers.insert(node, peer) {
+            old.abort();
+        }
+        info!(peer = ?node, %addr, "peer added");
+        Ok(())
+    }
+
+    /// Removes a peer at run time: its writers stop, batches to it are refused with
+    /// [`NetworkError::UnknownPeer`], and its incoming connections are refused (an established one is
+    /// closed at its next frame). Returns whether it was a peer.
+    pub fn remove_peer(&self, node: C::NodeId) -> bool {
+        let removed = self.shared.peers_mut().remove(&node);
+        match removed {
+            Some(peer) => {
+                peer.abort();
+                info!(peer = ?node, "peer removed");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The current peers and their addresses.
+    pub fn peers(&self) -> Vec<(C::NodeId, String)> {
+        let mut peers: Vec<_> = self
+            .shared
+            .peers()
+            .iter()
+            .map(|(&node, peer)| (node, peer.addr.clone()))
+            .collect();
+        peers.sort_by_key(|&(node, _)| node);
+        peers
+    }
+
+    /// Takes every task handle out, so that they can be aborted.
+    fn take_tasks(&self) -> Vec<JoinHandle<()>> {
+        let mut tasks: Vec<_> = self
+            .shared
+            .peers_mut()
+            .drain()
+            .flat_map(|(_, peer)| peer.writers)
+            .collect();
+        tasks.extend(
+            self.accept_loop
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        tasks
     }
 
     /// The address the listener is bound to (with the real port when configured with port 0).
@@ -370,7 +482,7 @@ impl<C: RaftTypeConfig> TcpNetwork<C> {
     /// are dropped; later calls to [`Network::send`] return [`NetworkError::Shutdown`]. Idempotent.
     pub async fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let tasks = self.take_tasks();
         for task in &tasks {
             task.abort();
         }
@@ -402,8 +514,7 @@ impl<C: RaftTypeConfig> TcpNetwork<C> {
 impl<C: RaftTypeConfig> Drop for TcpNetwork<C> {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::SeqCst);
-        let tasks = self.tasks.get_mut().unwrap_or_else(|e| e.into_inner());
-        for task in tasks.drain(..) {
+        for task in self.take_tasks() {
             task.abort();
         }
     }
@@ -418,7 +529,8 @@ impl<C: RaftTypeConfig> Network<C> for TcpNetwork<C> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(NetworkError::Shutdown);
         }
-        let Some(queues) = self.peers.get(&batch.to) else {
+        let peers = self.shared.peers();
+        let Some(queues) = peers.get(&batch.to) else {
             return Err(NetworkError::UnknownPeer {
                 peer: format!("{:?}", batch.to),
             });
@@ -691,8 +803,14 @@ impl<C: RaftTypeConfig> Writer<C> {
                         bump(&self.shared.counters.batches_sent, frames);
                         bump(&self.shared.counters.bytes_sent, buf.len() as u64);
                     }
-                    Ok(Err(error)) => return Stop::Failed(error.into()),
-                    Err(_) => return Stop::Failed(ConnectionError::Timeout(timeout)),
+                    Ok(Err(error)) => {
+                        bump(&self.shared.counters.dropped_unreachable, frames);
+                        return Stop::Failed(error.into());
+                    }
+                    Err(_) => {
+                        bump(&self.shared.counters.dropped_unreachable, frames);
+                        return Stop::Failed(ConnectionError::Timeout(timeout));
+                    }
                 }
                 buf.clear();
                 frames = 0;
@@ -790,7 +908,7 @@ fn check_hello<C: RaftTypeConfig>(
             theirs: hello.cluster_id,
         });
     }
-    if !config.peers.contains_key(&hello.from) {
+    if !shared.is_peer(&hello.from) {
         return Err(ConnectionError::UnknownNode {
             node: format!("{:?}", hello.from),
         });
@@ -850,6 +968,11 @@ async fn serve_connection<C: RaftTypeConfig>(
                 return;
             }
         };
+        if !shared.is_peer(&peer) {
+            bump(&shared.counters.connections_dropped, 1);
+            warn!(%addr, ?peer, "closing the connection of a removed peer");
+            return;
+        }
         let batch = match decode_batch::<C>(&payload) {
             Ok(batch) if batch.from == peer && batch.to == me => batch,
             Ok(batch) => {

@@ -334,3 +334,57 @@ async fn a_batch_too_big_for_one_frame_is_split_and_a_message_too_big_is_dropped
     assert!(batches.iter().all(|b| b.incarnation == 1));
     assert_eq!(nodes[0].net.stats().dropped_oversized, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_can_be_added_and_removed_at_run_time() {
+    let (l1, l2) = (free_listener().await, free_listener().await);
+    let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+    // Node 1 starts without peers; node 2 knows node 1.
+    let node1 = start_node(test_config(1, a1, BTreeMap::new()), l1);
+    let node2 = start_node(
+        test_config(2, a2, BTreeMap::from([(1, a1.to_string())])),
+        l2,
+    );
+
+    // Node 1 refuses node 2 while it is not a peer.
+    let _ = node2.net.send(NodeBatch::new(2, 1, 1));
+    wait_until("node 1 refuses node 2", Duration::from_secs(10), || {
+        node1.net.stats().handshakes_rejected >= 1
+    })
+    .await;
+    assert_eq!(
+        node1.net.send(NodeBatch::new(1, 2, 1)),
+        Err(NetworkError::UnknownPeer { peer: "2".into() })
+    );
+
+    // Added: both directions work.
+    assert!(node1.net.add_peer(1, a2.to_string()).is_err());
+    assert!(node1.net.add_peer(2, "nonsense").is_err());
+    node1.net.add_peer(2, a2.to_string()).unwrap();
+    assert_eq!(node1.net.peers(), vec![(2, a2.to_string())]);
+    node1.net.send(NodeBatch::new(1, 2, 2)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node1.inbound.has_incarnation(2, 3) {
+        assert!(Instant::now() < deadline, "node 2 never got through");
+        let _ = node2.net.send(NodeBatch::new(2, 1, 3));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_until("node 1's batch arrives", Duration::from_secs(10), || {
+        node2.inbound.has_incarnation(1, 2)
+    })
+    .await;
+
+    // Removed: sends are refused and node 2's connection is closed at its next frame.
+    assert!(node1.net.remove_peer(2));
+    assert!(!node1.net.remove_peer(2));
+    assert!(matches!(
+        node1.net.send(NodeBatch::new(1, 2, 4)),
+        Err(NetworkError::UnknownPeer { .. })
+    ));
+    let _ = node2.net.send(NodeBatch::new(2, 1, 4));
+    wait_until("node 2 is cut off", Duration::from_secs(10), || {
+        node2.inbound.unreachable_count(1) >= 1
+    })
+    .await;
+    assert!(!node1.inbound.has_incarnation(2, 4));
+}
