@@ -108,6 +108,10 @@
 //! authentication before the handshake: the acceptor requires a client certificate signed by the
 //! configured CA, and the dialer checks the acceptor's certificate against the CA and
 //! [`TlsConfig::server_name`]. The tickraft handshake then runs inside the encrypted stream.
+//!
+//! Without TLS the handshake identifies but does not authenticate: anyone who can reach the listener and
+//! knows the cluster id and a peer's node id can send batches as that peer. Use TLS, or a private network,
+//! in production. With TLS, any holder of a certificate of the cluster CA may claim any node id.
 
 #![warn(missing_docs)]
 
