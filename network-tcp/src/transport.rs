@@ -172,7 +172,8 @@ pub struct TcpStats {
     pub connections_accepted: u64,
     /// Incoming connections refused during the TLS or tickraft handshake.
     pub handshakes_rejected: u64,
-    /// Incoming connections closed because of a framing error after the handshake.
+    /// Incoming connections closed because of a framing error after the handshake (not counting
+    /// connections merely lost or closed).
     pub connections_dropped: u64,
     /// Incoming frames dropped (undecodable or misaddressed) on connections that were kept.
     pub frames_dropped: u64,
@@ -960,6 +961,11 @@ async fn serve_connection<C: RaftTypeConfig>(
             Ok(payload) => payload,
             Err(WireError::Closed) => {
                 debug!(%addr, ?peer, stream = ?kind, "connection closed by the peer");
+                return;
+            }
+            Err(WireError::Io(error)) => {
+                // A reset or a read error: the peer crashed or the network failed, not bad input.
+                info!(%addr, ?peer, stream = ?kind, %error, "connection lost");
                 return;
             }
             Err(error) => {

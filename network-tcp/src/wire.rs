@@ -137,7 +137,12 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
     let mut got = 0;
     while got < LENGTH_PREFIX_BYTES {
-        let n = reader.read(&mut prefix[got..]).await?;
+        let n = match reader.read(&mut prefix[got..]).await {
+            Ok(n) => n,
+            // TLS reports a close without `close_notify` this way; between frames it is a plain close.
+            Err(e) if got == 0 && e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             return Err(if got == 0 {
                 WireError::Closed
