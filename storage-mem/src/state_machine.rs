@@ -67,10 +67,20 @@ pub enum KvCommand {
         /// The key.
         key: String,
     },
+    /// Sets `key` to `new` if its value is `expected` (`None`: the key is absent).
+    CompareAndSet {
+        /// The key.
+        key: String,
+        /// The value the key must have for the swap to happen.
+        expected: Option<String>,
+        /// The value written if it does.
+        new: String,
+    },
 }
 
 const TAG_SET: u8 = 1;
 const TAG_DELETE: u8 = 2;
+const TAG_CAS: u8 = 3;
 
 impl KvCommand {
     /// The command as an entry payload: a tag byte, then each string as a big-endian `u64` length and its
@@ -91,37 +101,79 @@ impl KvCommand {
                 out.put_u8(TAG_DELETE);
                 put_str(&mut out, key);
             }
+            KvCommand::CompareAndSet { key, expected, new } => {
+                out.put_u8(TAG_CAS);
+                put_str(&mut out, key);
+                match expected {
+                    Some(value) => {
+                        out.put_u8(1);
+                        put_str(&mut out, value);
+                    }
+                    None => out.put_u8(0),
+                }
+                put_str(&mut out, new);
+            }
         }
         out.freeze()
     }
 
     /// Decodes a payload made by [`encode`](Self::encode). Any other input is an error describing why.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let (&tag, mut rest) = bytes.split_first().ok_or("empty command")?;
-        let mut take = || -> Result<String, String> {
-            let (len, tail) = rest
-                .split_first_chunk::<8>()
-                .ok_or("truncated string length")?;
-            let len = usize::try_from(u64::from_be_bytes(*len)).map_err(|_| "string too long")?;
-            if tail.len() < len {
-                return Err("truncated string".to_string());
-            }
-            let (s, tail) = tail.split_at(len);
-            rest = tail;
-            String::from_utf8(s.to_vec()).map_err(|_| "string is not UTF-8".to_string())
-        };
-        let command = match tag {
+        let mut reader = Reader { rest: bytes };
+        let command = match reader.byte()? {
             TAG_SET => KvCommand::Set {
-                key: take()?,
-                value: take()?,
+                key: reader.string()?,
+                value: reader.string()?,
             },
-            TAG_DELETE => KvCommand::Delete { key: take()? },
+            TAG_DELETE => KvCommand::Delete {
+                key: reader.string()?,
+            },
+            TAG_CAS => {
+                let key = reader.string()?;
+                let expected = match reader.byte()? {
+                    0 => None,
+                    1 => Some(reader.string()?),
+                    other => return Err(format!("bad expected-value flag {other}")),
+                };
+                KvCommand::CompareAndSet {
+                    key,
+                    expected,
+                    new: reader.string()?,
+                }
+            }
             other => return Err(format!("unknown command tag {other}")),
         };
-        if !rest.is_empty() {
-            return Err(format!("{} trailing bytes", rest.len()));
+        if !reader.rest.is_empty() {
+            return Err(format!("{} trailing bytes", reader.rest.len()));
         }
         Ok(command)
+    }
+}
+
+/// Reads the fields of an encoded [`KvCommand`], refusing truncated input.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8, String> {
+        let (&b, tail) = self.rest.split_first().ok_or("truncated command")?;
+        self.rest = tail;
+        Ok(b)
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        let (len, tail) = self
+            .rest
+            .split_first_chunk::<8>()
+            .ok_or("truncated string length")?;
+        let len = usize::try_from(u64::from_be_bytes(*len)).map_err(|_| "string too long")?;
+        if tail.len() < len {
+            return Err("truncated string".to_string());
+        }
+        let (s, tail) = tail.split_at(len);
+        self.rest = tail;
+        String::from_utf8(s.to_vec()).map_err(|_| "string is not UTF-8".to_string())
     }
 }
 
@@ -130,6 +182,14 @@ impl KvCommand {
 pub enum KvResponse {
     /// The command was applied; `previous` is the key's value before it.
     Done {
+        /// The value before the command, if the key existed.
+        previous: Option<String>,
+    },
+    /// A compare-and-set was evaluated: `swapped` says whether the value matched; `previous` is the
+    /// value it found.
+    Compared {
+        /// The swap happened.
+        swapped: bool,
         /// The value before the command, if the key existed.
         previous: Option<String>,
     },
@@ -211,6 +271,14 @@ where
                     Ok(KvCommand::Delete { key }) => KvResponse::Done {
                         previous: self.map.remove(&key),
                     },
+                    Ok(KvCommand::CompareAndSet { key, expected, new }) => {
+                        let previous = self.map.get(&key).cloned();
+                        let swapped = previous == expected;
+                        if swapped {
+                            self.map.insert(key, new);
+                        }
+                        KvResponse::Compared { swapped, previous }
+                    }
                     Err(reason) => KvResponse::Rejected { reason },
                 },
             };

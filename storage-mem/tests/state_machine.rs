@@ -1,5 +1,4 @@
 //! The in-memory state machine helpers: exactly-once application, one response per entry, snapshots.
-#![allow(clippy::useless_conversion)] // membership payloads are boxed or not depending on the core version
 
 use bytes::Bytes;
 use tickraft::storage::StateMachine;
@@ -260,4 +259,57 @@ async fn fn_machine_passes_the_state_machine_conformance_suite() {
         |n| Bytes::from(format!("{n:02}")),
     )
     .await;
+}
+
+#[tokio::test]
+async fn kv_compare_and_set_swaps_only_on_the_expected_value() -> Result<(), StorageError> {
+    let cas = |index, expected: Option<&str>, new: &str| Entry::<Kv> {
+        term: 1,
+        index,
+        payload: EntryPayload::Normal(
+            KvCommand::CompareAndSet {
+                key: "k".into(),
+                expected: expected.map(str::to_string),
+                new: new.into(),
+            }
+            .encode(),
+        ),
+    };
+    let mut machine = KvStateMachine::<Kv>::new(1);
+    let responses = machine
+        .apply(&[
+            cas(1, None, "a"),
+            cas(2, None, "b"),
+            cas(3, Some("a"), "c"),
+            cas(4, Some("a"), "d"),
+        ])
+        .await?;
+    let swapped = |swapped, previous: Option<&str>| KvResponse::Compared {
+        swapped,
+        previous: previous.map(str::to_string),
+    };
+    assert_eq!(
+        responses,
+        vec![
+            swapped(true, None),
+            swapped(false, Some("a")),
+            swapped(true, Some("a")),
+            swapped(false, Some("c")),
+        ]
+    );
+    assert_eq!(machine.get("k"), Some("c"));
+    let encoded = cas(5, Some("x"), "y");
+    let EntryPayload::Normal(bytes) = &encoded.payload else {
+        unreachable!("built as a normal entry")
+    };
+    assert_eq!(
+        KvCommand::decode(bytes),
+        Ok(KvCommand::CompareAndSet {
+            key: "k".into(),
+            expected: Some("x".into()),
+            new: "y".into()
+        })
+    );
+    assert!(KvCommand::decode(&bytes[..bytes.len() - 1]).is_err());
+    Ok(())
 }
