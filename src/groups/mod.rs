@@ -377,6 +377,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
         let slot = self.slots[idx]
             .as_mut()
             .ok_or(GroupsError::GroupNotFound { group })?;
+        let _span = tracing::debug_span!("group", node = ?self.node, ?group).entered();
         f(&mut slot.core).map_err(|error| GroupsError::Group { group, error })
     }
 
@@ -398,8 +399,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
                 continue;
             };
             let group = slot.group;
-            slot.core
-                .tick()
+            let span = tracing::debug_span!("group", node = ?self.node, ?group);
+            span.in_scope(|| slot.core.tick())
                 .map_err(|error| GroupsError::Group { group, error })?;
             let limit = if slot.core.role() == Role::Leader {
                 self.config.leader_hibernate_ticks
@@ -574,6 +575,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
         let Some(slot) = self.slots[idx].as_mut() else {
             return Err(GroupsError::GroupNotFound { group });
         };
+        // Spans cost a level check when tracing is off; they give every core log its node and group.
+        let _span = tracing::debug_span!("group", node = ?self.node, ?group).entered();
         let result = slot
             .core
             .step(from, message)

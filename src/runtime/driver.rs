@@ -59,9 +59,41 @@ pub(crate) enum Command<C: RaftTypeConfig, M: StateMachine<C>> {
     Statuses {
         reply: Reply<C, Vec<GroupStatus<C>>>,
     },
+    Metrics {
+        reply: Reply<C, NodeMetrics>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+}
+
+/// Counters of one node's driver since it started (also exported through the `metrics` facade).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeMetrics {
+    pub groups: u64,
+    pub awake_groups: u64,
+    /// Log entries written to storage (all groups).
+    pub entries_written: u64,
+    /// Storage syncs: one per cycle that had something to make durable, whatever the number of groups.
+    pub syncs: u64,
+    pub entries_applied: u64,
+    pub batches_sent: u64,
+    /// Batches the transport refused (full queue, unknown peer).
+    pub batches_dropped: u64,
+    pub snapshots_taken: u64,
+    /// Elections this node won (any group).
+    pub leader_elections_won: u64,
+}
+
+impl NodeMetrics {
+    /// Entries made durable per sync: the batching factor of the storage path.
+    pub fn entries_per_sync(&self) -> f64 {
+        if self.syncs == 0 {
+            0.0
+        } else {
+            self.entries_written as f64 / self.syncs as f64
+        }
+    }
 }
 
 /// What a transport hands to the driver.
@@ -165,6 +197,7 @@ where
         inbound: inbound.rx,
         leaders,
         stopping: None,
+        metrics: NodeMetrics::default(),
     };
     let thread = std::thread::Builder::new()
         .name(format!("tickraft-node-{node:?}"))
@@ -179,6 +212,8 @@ where
                     return;
                 }
             };
+            let span = tracing::info_span!("tickraft_node", node = ?node);
+            let _entered = span.enter();
             runtime.block_on(driver.run());
         })
         .map_err(|e| ClientError::Other(format!("cannot spawn the node thread: {e}")))?;
@@ -224,6 +259,7 @@ where
     inbound: mpsc::Receiver<Inbox<C>>,
     leaders: broadcast::Sender<LeaderChange<C>>,
     stopping: Option<oneshot::Sender<()>>,
+    metrics: NodeMetrics,
 }
 
 /// A failure that stops the node: storage or a state machine broke.
@@ -478,6 +514,15 @@ where
                 let all = ids.into_iter().filter_map(|g| self.status(g)).collect();
                 let _ = reply.send(Ok(all));
             }
+            Command::Metrics { reply } => {
+                let stats = self.groups.stats();
+                let metrics = NodeMetrics {
+                    groups: stats.groups as u64,
+                    awake_groups: stats.awake as u64,
+                    ..self.metrics
+                };
+                let _ = reply.send(Ok(metrics));
+            }
             Command::Shutdown { reply } => self.stopping = Some(reply),
         }
         Ok(())
@@ -563,8 +608,12 @@ where
         Ok(())
     }
 
-    fn send(&self, batch: NodeBatch<C>) {
+    fn send(&mut self, batch: NodeBatch<C>) {
+        self.metrics.batches_sent += 1;
+        metrics::counter!("tickraft_batches_sent_total").increment(1);
         if let Err(e) = self.network.send(batch) {
+            self.metrics.batches_dropped += 1;
+            metrics::counter!("tickraft_batches_dropped_total").increment(1);
             tracing::debug!(node = ?self.node, %e, "batch not sent");
         }
     }
@@ -577,6 +626,11 @@ where
             }
             for (group, soft) in ready.soft_states() {
                 let term = self.groups.core(*group).map(|c| c.term()).unwrap_or(0);
+                tracing::debug!(node = ?self.node, ?group, leader = ?soft.leader, role = ?soft.role, term, "leader change");
+                if soft.role == crate::types::Role::Leader {
+                    self.metrics.leader_elections_won += 1;
+                    metrics::counter!("tickraft_leader_elections_won_total").increment(1);
+                }
                 let _ = self.leaders.send(LeaderChange {
                     group: *group,
                     leader: soft.leader,
@@ -592,11 +646,26 @@ where
                 }
                 batch.push_writes(write.group, write.writes);
             }
+            let entries: usize = batch
+                .writes()
+                .iter()
+                .map(|op| match &op.op {
+                    crate::storage::WriteOp::Append(entries) => entries.len(),
+                    _ => 0,
+                })
+                .sum();
             if !batch.is_empty() {
                 self.storage.write(batch)?;
             }
+            self.metrics.entries_written += entries as u64;
+            metrics::counter!("tickraft_entries_written_total").increment(entries as u64);
             if ready.must_sync() {
+                let started = std::time::Instant::now();
                 self.storage.sync()?;
+                self.metrics.syncs += 1;
+                metrics::counter!("tickraft_syncs_total").increment(1);
+                metrics::histogram!("tickraft_sync_seconds")
+                    .record(started.elapsed().as_secs_f64());
             }
             let mut persisted = ready.persisted();
             for batch in persisted.take_batches() {
@@ -649,6 +718,9 @@ where
                 )));
             }
             rt.applied_since_snapshot += apply.committed.len() as u64;
+            self.metrics.entries_applied += apply.committed.len() as u64;
+            metrics::counter!("tickraft_entries_applied_total")
+                .increment(apply.committed.len() as u64);
             for (entry, response) in apply.committed.iter().zip(responses) {
                 let Some(pending) = self.pending_entries.remove(&(group, entry.index)) else {
                     continue;
@@ -696,6 +768,8 @@ where
             };
             let snapshot = rt.machine.build_snapshot().await?;
             rt.applied_since_snapshot = 0;
+            self.metrics.snapshots_taken += 1;
+            metrics::counter!("tickraft_snapshots_taken_total").increment(1);
             let upto = snapshot.meta.last.index;
             batch.save_snapshot(group, snapshot);
             batch.compact(group, upto);
@@ -722,6 +796,7 @@ fn reject<C: RaftTypeConfig, M: StateMachine<C>>(command: Command<C, M>, error: 
         | Command::TransferLeadership { reply, .. } => drop(reply.send(Err(error))),
         Command::Status { reply, .. } => drop(reply.send(Err(error))),
         Command::Statuses { reply } => drop(reply.send(Err(error))),
+        Command::Metrics { reply } => drop(reply.send(Err(error))),
         Command::Shutdown { reply } => drop(reply.send(())),
     }
 }

@@ -154,6 +154,11 @@ impl<C: RaftTypeConfig, M: StateMachine<C> + 'static> NodeHandle<C, M> {
         self.request(|reply| Command::Statuses { reply }).await
     }
 
+    /// The driver's counters (entries written, syncs, ...).
+    pub async fn metrics(&self) -> Result<crate::runtime::NodeMetrics, ClientError<C>> {
+        self.request(|reply| Command::Metrics { reply }).await
+    }
+
     /// Changes of leader or role of the groups on this node, from now on.
     pub fn leader_changes(&self) -> broadcast::Receiver<LeaderChange<C>> {
         self.leaders.subscribe()

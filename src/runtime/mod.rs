@@ -29,7 +29,7 @@ use crate::network::Inbound;
 use crate::storage::StateMachine;
 use crate::types::RaftTypeConfig;
 
-pub use self::driver::{start_node, InboundReceiver, Node};
+pub use self::driver::{start_node, InboundReceiver, Node, NodeMetrics};
 pub use self::handle::{GroupStatus, LeaderChange, NodeHandle, RaftNode};
 
 /// Settings of a node's driver.
