@@ -36,3 +36,10 @@ pub trait Inbound<C: RaftTypeConfig>: Send + Sync + 'static {
     /// `node` could not be reached (connection refused or lost); called once per failure.
     fn unreachable(&self, node: C::NodeId);
 }
+
+/// A shared transport is a transport: lets the application keep an `Arc` to shut it down later.
+impl<C: RaftTypeConfig, T: Network<C>> Network<C> for std::sync::Arc<T> {
+    fn send(&self, batch: NodeBatch<C>) -> Result<(), NetworkError> {
+        (**self).send(batch)
+    }
+}
