@@ -181,13 +181,15 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
     }
 
     /// The caller made the snapshot ending at `id` durable and installed it in the state machine.
+    /// If a newer snapshot replaced it meanwhile, that one stays pending; but the caller did install this
+    /// one, so the applied index moves either way.
     pub fn snapshot_stable(&mut self, id: LogId) {
         let u = &mut self.unstable;
         if u.snapshot.as_ref().map(|s| s.meta.last) == Some(id) {
             u.snapshot = None;
             u.snapshot_in_progress = false;
-            self.applied = self.applied.max(id.index);
         }
+        self.applied = self.applied.max(id.index);
     }
 
     /// Appends entries the leader created (no conflict possible). Returns the new last index.
@@ -344,5 +346,41 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftLog<C, S> {
             return Ok(Vec::new());
         }
         self.slice(from + 1, hi + 1, max_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::test_log::MemLog;
+    use crate::types::test_config::T;
+    use crate::types::{Membership, SnapshotMeta};
+
+    fn snapshot(index: Index) -> Snapshot<T> {
+        Snapshot {
+            meta: SnapshotMeta {
+                last: LogId::new(1, index),
+                membership: Membership::new_voters([1]),
+            },
+            data: bytes::Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn an_installed_snapshot_counts_as_applied_even_if_a_newer_one_replaced_it_meanwhile() {
+        let mut log = RaftLog::<T, MemLog>::new(MemLog::new(&[1]), 0, 0).unwrap();
+        log.restore(snapshot(10));
+        let first = log.take_unpersisted_snapshot().unwrap();
+        log.restore(snapshot(20)); // arrived while the first one was being written
+        log.snapshot_stable(first.meta.last);
+        assert_eq!(log.applied, 10, "the caller installed snapshot 10");
+        assert!(
+            log.has_pending_snapshot(),
+            "snapshot 20 is still to be installed"
+        );
+        let second = log.take_unpersisted_snapshot().unwrap();
+        log.snapshot_stable(second.meta.last);
+        assert_eq!(log.applied, 20);
+        assert!(!log.has_pending_snapshot());
     }
 }

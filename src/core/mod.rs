@@ -530,8 +530,19 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         result == VoteResult::Won
     }
 
+    /// May this replica start an election? A voter of the newest configuration may. So may a voter of the
+    /// configuration an *uncommitted* newest one replaces: until the change commits, the old members must
+    /// be able to finish it (Raft §6: a leader outside C_new manages the cluster until C_new commits).
+    /// Without this, a leader that appended a C_new it is not part of and then lost leadership leaves
+    /// nobody able to win: the C_new voters lack its entries, and the replicas holding them are not C_new
+    /// voters. Votes are still counted in the newest configuration, so safety is unchanged.
     fn is_promotable(&self) -> bool {
-        self.memberships.current().is_voter(self.id)
+        let current = self.memberships.current();
+        if current.is_voter(self.id) {
+            return true;
+        }
+        let index = self.memberships.current_index();
+        index > self.log.committed && index > 0 && self.memberships.at(index - 1).is_voter(self.id)
     }
 
     fn reset_election_timer(&mut self) {
@@ -734,11 +745,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                     Rpc::HeartbeatResponse(HeartbeatResponse { read_seq: 0 }),
                 );
             }
-            Rpc::VoteRequest(req) if req.pre_vote => {
+            Rpc::VoteRequest(req) => {
+                // Raft §5.1: reject with the current term. A candidate nobody else talks to (it may be in
+                // no one else's configuration) would otherwise never learn the term and campaign forever.
                 self.send_after_persist(
                     from,
                     Rpc::VoteResponse(VoteResponse {
-                        pre_vote: true,
+                        pre_vote: req.pre_vote,
                         granted: false,
                     }),
                 );

@@ -1518,3 +1518,92 @@ fn an_idle_replica_stays_small() {
         std::mem::size_of::<Core>()
     );
 }
+
+#[test]
+fn a_stale_vote_request_is_rejected_with_the_current_term() {
+    // Raft §5.1: the candidate must learn the newer term, or it campaigns forever when nobody else
+    // contacts it (it may be in no one else's configuration).
+    let log = MemLog::with_terms(&[1, 2, 3], &[1]);
+    log.0.borrow_mut().hard_state.term = 5;
+    let mut core = core_with(1, log.clone(), config());
+    let stale = VoteRequest {
+        last_log: LogId::new(1, 1),
+        pre_vote: false,
+        leader_transfer: false,
+    };
+    core.step(2, message(3, Rpc::VoteRequest(stale))).unwrap();
+    let (now, later) = drain(&mut core, &log);
+    assert!(now.is_empty());
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].message.term, 5);
+    assert!(matches!(
+        later[0].message.rpc,
+        Rpc::VoteResponse(VoteResponse { granted: false, .. })
+    ));
+    // The stale candidate adopts the term on receiving it.
+    let candidate_log = MemLog::with_terms(&[1, 2, 3], &[1]);
+    candidate_log.0.borrow_mut().hard_state.term = 2;
+    let mut candidate = core_with(2, candidate_log, config());
+    while candidate.role() != Role::Candidate {
+        candidate.tick().unwrap();
+    }
+    candidate.step(1, later[0].message.clone()).unwrap();
+    assert_eq!(candidate.term(), 5);
+    assert_eq!(candidate.role(), Role::Follower);
+}
+
+#[test]
+fn a_deposed_leader_outside_an_uncommitted_new_configuration_can_still_finish_the_change() {
+    let config = Config {
+        check_quorum: true,
+        ..config()
+    };
+    let mut c = Cluster::new(&[1, 2, 3], config);
+    c.campaign(1);
+    // Move to a configuration of node 3 alone: joint first ({3} with {1,2,3}), which commits.
+    c.core(1)
+        .change_membership(MembershipChange::Replace {
+            voters: [3].into(),
+            learners: BTreeSet::new(),
+        })
+        .unwrap();
+    // Deliver until the joint configuration commits and the leader appends the final one; from then on
+    // keep everything from node 1 away from node 3.
+    loop {
+        c.process_readies();
+        if !c.core(1).membership().is_joint() && !c.cut.contains(&(1, 3)) {
+            c.cut.insert((1, 3));
+        }
+        let Some((from, env)) = c.queue.pop_front() else {
+            break;
+        };
+        if !c.cut.contains(&(from, env.to)) {
+            c.core(env.to).step(from, env.message).unwrap();
+        }
+    }
+    assert_eq!(c.core(1).membership().voters, [3].into());
+    assert!(!c.core(1).membership().is_joint());
+    assert!(
+        c.core(3).membership().is_joint(),
+        "node 3 only has the joint configuration"
+    );
+    // Node 1 leads a configuration it is not part of, whose only voter is unreachable: check-quorum
+    // deposes it.
+    for _ in 0..25 {
+        c.core(1).tick().unwrap();
+        c.stabilize();
+    }
+    assert!(!c.core(1).is_leader());
+    // Node 3 cannot win (nodes 1 and 2 hold a longer log). Node 1 must be able to campaign, win node 3's
+    // vote, commit the new configuration, and hand over.
+    c.heal();
+    c.tick_all(80);
+    let leaders = c.leaders();
+    assert_eq!(leaders.len(), 1, "{leaders:?}");
+    assert_eq!(
+        leaders[0].0, 3,
+        "the new configuration's only voter leads in the end"
+    );
+    assert_eq!(c.core(3).membership().voters, [3].into());
+    assert!(!c.core(3).membership().is_joint());
+}
