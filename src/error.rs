@@ -128,6 +128,9 @@ pub enum Error<C: RaftTypeConfig> {
     /// A snapshot received from the leader is waiting to be installed; retry once it is.
     #[error("a snapshot from the leader is being installed")]
     SnapshotInstallPending,
+    /// Leadership can only go to a voter of the current configuration.
+    #[error("cannot transfer leadership to {target:?}: not a voter")]
+    InvalidTransferTarget { target: C::NodeId },
     /// A message came from a node that is not a member of the group.
     #[error("message from unknown node {from:?}")]
     UnknownSender { from: C::NodeId },

@@ -344,7 +344,9 @@ pub trait StateMachine<C: RaftTypeConfig>: Send {
     /// response per entry, in order.
     async fn apply(&mut self, entries: &[Entry<C>]) -> Result<Vec<Self::Response>, StorageError>;
 
-    /// A snapshot of the state as of the applied index.
+    /// A snapshot of the state as of the applied index. The runtime replaces the snapshot's membership
+    /// with the one the core knows to be in force at that index (which includes the bootstrap
+    /// configuration, never carried by a log entry), so a machine need not track membership exactly.
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError>;
 
     /// Replaces the whole state with `snapshot`; the applied state becomes its metadata.

@@ -17,7 +17,7 @@
 //! # }
 //! struct ToDriver; // in a real node: forwards to the driver loop's channel
 //! impl Inbound<Kv> for ToDriver {
-//!     fn deliver(&self, batch: NodeBatch<Kv>) { /* groups.step(batch.from, batch) */ }
+//!     fn deliver(&self, batch: NodeBatch<Kv>) { /* groups.step(batch) */ }
 //!     fn unreachable(&self, node: u64) { /* groups.report_unreachable(node) */ }
 //! }
 //!

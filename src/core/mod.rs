@@ -1420,7 +1420,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return Ok(());
         }
         if !self.memberships.current().is_voter(target) {
-            return Err(Error::UnknownSender { from: target });
+            return Err(Error::InvalidTransferTarget { target });
         }
         self.transferee = Some(target);
         self.transfer_elapsed = 0;

@@ -62,6 +62,14 @@ pub(crate) enum Command<C: RaftTypeConfig, M: StateMachine<C>> {
     Metrics {
         reply: Reply<C, NodeMetrics>,
     },
+    AddPeer {
+        node: C::NodeId,
+        reply: Reply<C, ()>,
+    },
+    RemovePeer {
+        node: C::NodeId,
+        reply: Reply<C, ()>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -523,6 +531,14 @@ where
                 };
                 let _ = reply.send(Ok(metrics));
             }
+            Command::AddPeer { node, reply } => {
+                self.groups.add_peer(node);
+                let _ = reply.send(Ok(()));
+            }
+            Command::RemovePeer { node, reply } => {
+                self.groups.remove_peer(node);
+                let _ = reply.send(Ok(()));
+            }
             Command::Shutdown { reply } => self.stopping = Some(reply),
         }
         Ok(())
@@ -763,10 +779,26 @@ where
         }
         let mut batch = WriteBatch::new();
         for group in due.into_keys() {
+            // The core knows the membership in force at the applied index, including the bootstrap
+            // configuration, which no log entry carries and so no state machine sees.
+            let Some(meta) = self
+                .groups
+                .core(group)
+                .and_then(|c| c.compaction_point().ok())
+            else {
+                continue; // a snapshot from the leader is being installed: nothing worth compacting
+            };
             let Some(rt) = self.machines.get_mut(&group) else {
                 continue;
             };
-            let snapshot = rt.machine.build_snapshot().await?;
+            let mut snapshot = rt.machine.build_snapshot().await?;
+            if snapshot.meta.last != meta.last {
+                return Err(Fatal(format!(
+                    "the state machine of group {group:?} built a snapshot at {:?} but the core applied {:?}",
+                    snapshot.meta.last, meta.last
+                )));
+            }
+            snapshot.meta.membership = meta.membership;
             rt.applied_since_snapshot = 0;
             self.metrics.snapshots_taken += 1;
             metrics::counter!("tickraft_snapshots_taken_total").increment(1);
@@ -797,6 +829,9 @@ fn reject<C: RaftTypeConfig, M: StateMachine<C>>(command: Command<C, M>, error: 
         Command::Status { reply, .. } => drop(reply.send(Err(error))),
         Command::Statuses { reply } => drop(reply.send(Err(error))),
         Command::Metrics { reply } => drop(reply.send(Err(error))),
+        Command::AddPeer { reply, .. } | Command::RemovePeer { reply, .. } => {
+            drop(reply.send(Err(error)))
+        }
         Command::Shutdown { reply } => drop(reply.send(())),
     }
 }

@@ -93,7 +93,9 @@ impl<C: RaftTypeConfig, M: StateMachine<C> + 'static> NodeHandle<C, M> {
 
     /// Creates a replica of `group` on this node. On a new group, `membership` is the initial
     /// configuration (every initial member must be created with the same one); a group that exists in
-    /// storage restarts from there and ignores it.
+    /// storage restarts from there and ignores it. A replica *joining* an existing group is created with
+    /// `Membership::default()`: it does not campaign, and learns the configuration from the leader's
+    /// snapshot or log once the leader adds it (`MembershipChange::AddLearner`, then `AddVoter`).
     pub async fn create_group(
         &self,
         group: C::GroupId,
@@ -152,6 +154,18 @@ impl<C: RaftTypeConfig, M: StateMachine<C> + 'static> NodeHandle<C, M> {
     /// The state of every group on this node.
     pub async fn statuses(&self) -> Result<Vec<GroupStatus<C>>, ClientError<C>> {
         self.request(|reply| Command::Statuses { reply }).await
+    }
+
+    /// Accepts batches from `node` and sends it liveness heartbeats from now on: call on every node before
+    /// adding a new node to a group (the transport must know its address too).
+    pub async fn add_peer(&self, node: C::NodeId) -> Result<(), ClientError<C>> {
+        self.request(|reply| Command::AddPeer { node, reply }).await
+    }
+
+    /// Stops accepting batches from `node` (after it left every group).
+    pub async fn remove_peer(&self, node: C::NodeId) -> Result<(), ClientError<C>> {
+        self.request(|reply| Command::RemovePeer { node, reply })
+            .await
     }
 
     /// The driver's counters (entries written, syncs, ...).
