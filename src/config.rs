@@ -64,6 +64,11 @@ pub struct Config {
     pub check_quorum: bool,
     /// How reads are confirmed.
     pub read_mode: ReadMode,
+    /// Send every follower an (empty if need be) append as soon as the commit index moves, so that
+    /// followers apply without waiting for the next append or heartbeat (etcd's behaviour). Off, the
+    /// commit index rides on the next append or heartbeat: one message per follower per commit less,
+    /// which is most of a follower's work under load; clients never wait for followers to apply.
+    pub broadcast_commit: bool,
 }
 
 impl Default for Config {
@@ -79,6 +84,7 @@ impl Default for Config {
             pre_vote: true,
             check_quorum: true,
             read_mode: ReadMode::Safe,
+            broadcast_commit: false,
         }
     }
 }

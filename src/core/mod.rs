@@ -1008,7 +1008,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                     _ => {}
                 }
                 if self.maybe_commit()? {
-                    self.pending_commit_broadcast = true;
+                    self.pending_commit_broadcast = self.config.broadcast_commit;
                 } else if was_paused {
                     self.send_append(from, false)?;
                 }
@@ -1863,7 +1863,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             if durable > self.self_match {
                 self.self_match = durable;
                 if self.maybe_commit()? {
-                    self.pending_commit_broadcast = true;
+                    self.pending_commit_broadcast = self.config.broadcast_commit;
                 }
             }
         }

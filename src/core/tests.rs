@@ -19,6 +19,8 @@ fn data(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
+/// The tests' configuration: no pre-vote or check-quorum unless a test turns them on, and commits
+/// broadcast at once so that one `stabilize` carries them to every follower.
 fn config() -> Config {
     Config {
         election_timeout_min_ticks: 10,
@@ -26,6 +28,7 @@ fn config() -> Config {
         heartbeat_ticks: 1,
         pre_vote: false,
         check_quorum: false,
+        broadcast_commit: true,
         ..Config::default()
     }
 }
@@ -343,6 +346,28 @@ fn commit_reaches_followers() {
         assert_eq!(c.applied_data(id), vec![data("x")], "node {id}");
         assert_eq!(c.core(id).commit_index(), 2, "blank entry + x");
     }
+}
+
+#[test]
+fn without_commit_broadcast_the_commit_index_rides_on_the_next_heartbeat() {
+    let config = Config {
+        broadcast_commit: false,
+        ..config()
+    };
+    let mut c = Cluster::new(&[1, 2, 3], config);
+    c.campaign(1);
+    c.tick_all(1);
+    c.core(1).propose(data("x")).unwrap();
+    c.stabilize();
+    assert_eq!(c.core(1).commit_index(), 2, "committed on the leader");
+    assert_eq!(
+        c.core(2).commit_index(),
+        1,
+        "no extra message told the follower"
+    );
+    c.tick_all(1); // the next heartbeat carries it
+    assert_eq!(c.core(2).commit_index(), 2);
+    assert_eq!(c.applied_data(2), vec![data("x")]);
 }
 
 #[test]

@@ -184,6 +184,7 @@ fn a_single_group_is_a_groups_of_one() {
     let leader = c.leader_of(7).expect("a leader");
     c.groups(leader).propose(7, data("x")).unwrap();
     c.deliver();
+    c.tick(2); // followers learn the commit index from the next heartbeat
     for id in [1, 2, 3] {
         assert_eq!(c.nodes[&id].applied[&7], vec![data("x")], "node {id}");
     }
@@ -214,6 +215,7 @@ fn many_groups_elect_and_commit_with_one_batch_per_peer_per_cycle() {
         c.queue.extend(batches);
     }
     c.deliver();
+    c.tick(2); // followers learn the commit index from the next heartbeat
     for &g in &groups {
         for id in [1, 2, 3] {
             assert_eq!(c.nodes[&id].applied[&g], vec![data(&format!("v{g}"))]);
@@ -274,6 +276,7 @@ fn idle_groups_hibernate_send_nothing_and_wake_on_a_proposal() {
     let leader = c.leader_of(5).unwrap();
     c.groups(leader).propose(5, data("wake")).unwrap();
     c.deliver();
+    c.tick(2); // followers learn the commit index from the next heartbeat
     for id in [1, 2, 3] {
         assert_eq!(c.nodes[&id].applied[&5], vec![data("wake")]);
     }
@@ -367,6 +370,7 @@ fn a_restarted_node_rejoins_and_only_groups_that_need_it_wake() {
     let leader = c.leader_of(4).unwrap();
     c.groups(leader).propose(4, data("after restart")).unwrap();
     c.deliver();
+    c.tick(2); // followers learn the commit index from the next heartbeat
     assert_eq!(c.nodes[&3].applied[&4].last(), Some(&data("after restart")));
 }
 
@@ -421,6 +425,7 @@ fn groups_can_be_added_and_removed_at_runtime() {
     let leader = c.leader_of(2).unwrap();
     c.groups(leader).propose(2, data("g2")).unwrap();
     c.deliver();
+    c.tick(2); // followers learn the commit index from the next heartbeat
     assert_eq!(c.nodes[&1].applied[&2], vec![data("g2")]);
     for id in [1, 2, 3] {
         c.groups(id).remove_group(1).unwrap();
