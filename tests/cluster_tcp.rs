@@ -30,39 +30,50 @@ fn voters(ids: &[u64]) -> Membership<Kv> {
 
 /// Proposes on `handle` directly (no redirection), retrying while it is not (yet) the leader.
 async fn propose_on(handle: &Handle, group: u64, key: &str, value: &str) -> KvResponse {
-    guard(format!("node {} to accept a write to group {group}", handle.node_id()), async {
-        loop {
-            match handle.propose(group, tcp_cluster::set(key, value)).await {
-                Ok(response) => return response,
-                Err(e) if certainly_not_applied(&e) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await
+    guard(
+        format!(
+            "node {} to accept a write to group {group}",
+            handle.node_id()
+        ),
+        async {
+            loop {
+                match handle.propose(group, tcp_cluster::set(key, value)).await {
+                    Ok(response) => return response,
+                    Err(e) if certainly_not_applied(&e) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await
+                    }
+                    Err(e) => panic!("write to group {group} on node {}: {e}", handle.node_id()),
                 }
-                Err(e) => panic!("write to group {group} on node {}: {e}", handle.node_id()),
             }
-        }
-    })
+        },
+    )
     .await
 }
 
 /// Changes the membership of `group` on whichever node leads it.
 async fn change_membership(cluster: &Cluster, group: u64, change: MembershipChange<Kv>) {
-    guard(format!("membership change {change:?} of group {group}"), async {
-        loop {
-            let leader = cluster.leader(group).await;
-            match cluster
-                .handle(leader)
-                .change_membership(group, change.clone())
-                .await
-            {
-                Ok(()) => return,
-                Err(ClientError::NotLeader { .. }) | Err(ClientError::Dropped) => {}
-                // A previous change is still being committed.
-                Err(ClientError::Raft(e)) => eprintln!("membership change refused, retrying: {e}"),
-                Err(e) => panic!("membership change {change:?} of group {group}: {e}"),
+    guard(
+        format!("membership change {change:?} of group {group}"),
+        async {
+            loop {
+                let leader = cluster.leader(group).await;
+                match cluster
+                    .handle(leader)
+                    .change_membership(group, change.clone())
+                    .await
+                {
+                    Ok(()) => return,
+                    Err(ClientError::NotLeader { .. }) | Err(ClientError::Dropped) => {}
+                    // A previous change is still being committed.
+                    Err(ClientError::Raft(e)) => {
+                        eprintln!("membership change refused, retrying: {e}")
+                    }
+                    Err(e) => panic!("membership change {change:?} of group {group}: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -77,7 +88,9 @@ async fn three_nodes_replicate_10k_writes_across_16_groups() {
     let mut cluster = Cluster::new(&[1, 2, 3], node_config(300));
     cluster.start_all().await;
     for group in 0..GROUPS {
-        cluster.create_group(group, &voters(&[1, 2, 3]), &[1, 2, 3]).await;
+        cluster
+            .create_group(group, &voters(&[1, 2, 3]), &[1, 2, 3])
+            .await;
     }
     let mut writers = JoinSet::new();
     for w in 0..WRITERS {
@@ -131,14 +144,19 @@ async fn a_stopped_node_restarts_from_disk_and_catches_up() {
     let mut cluster = Cluster::new(&[1, 2, 3], node_config(50));
     cluster.start_all().await;
     for group in 0..GROUPS {
-        cluster.create_group(group, &voters(&[1, 2, 3]), &[1, 2, 3]).await;
+        cluster
+            .create_group(group, &voters(&[1, 2, 3]), &[1, 2, 3])
+            .await;
     }
     let mut client = Client::new(cluster.directory());
     let mut expected: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
     let mut write = |group: u64, i: u64| {
         let key = format!("k{}", i % 8);
         let value = format!("{group}-{i}");
-        expected.entry(group).or_default().insert(key.clone(), value.clone());
+        expected
+            .entry(group)
+            .or_default()
+            .insert(key.clone(), value.clone());
         (key, value)
     };
     for i in 0..120 {
@@ -180,12 +198,18 @@ async fn a_stopped_node_restarts_from_disk_and_catches_up() {
         let key = "latest";
         let value = format!("final-{group}");
         client.propose(group, set(key, &value)).await;
-        expected.get_mut(&group).unwrap().insert(key.into(), value.clone());
+        expected
+            .get_mut(&group)
+            .unwrap()
+            .insert(key.into(), value.clone());
         cluster.transfer(group, VICTIM).await;
         let handle = cluster.handle(VICTIM);
         let map = guard("a read on the restarted node", async {
             loop {
-                match handle.read(group, |m: &tcp_cluster::Machine| m.map().clone()).await {
+                match handle
+                    .read(group, |m: &tcp_cluster::Machine| m.map().clone())
+                    .await
+                {
                     Ok(map) => return map,
                     // Leadership may have moved on again; bring it back.
                     Err(ClientError::NotLeader { .. }) => cluster.transfer(group, VICTIM).await,
@@ -194,8 +218,15 @@ async fn a_stopped_node_restarts_from_disk_and_catches_up() {
             }
         })
         .await;
-        assert_eq!(map.get(key), Some(&value), "group {group}: latest value on node {VICTIM}");
-        assert_eq!(map, expected[&group], "group {group}: state on node {VICTIM}");
+        assert_eq!(
+            map.get(key),
+            Some(&value),
+            "group {group}: latest value on node {VICTIM}"
+        );
+        assert_eq!(
+            map, expected[&group],
+            "group {group}: state on node {VICTIM}"
+        );
     }
     cluster.shutdown().await;
 }
@@ -206,7 +237,9 @@ async fn a_stopped_node_restarts_from_disk_and_catches_up() {
 async fn a_restarted_node_keeps_the_membership_after_compaction() {
     let mut cluster = Cluster::new(&[1, 2, 3], node_config(10));
     cluster.start_all().await;
-    cluster.create_group(7, &voters(&[1, 2, 3]), &[1, 2, 3]).await;
+    cluster
+        .create_group(7, &voters(&[1, 2, 3]), &[1, 2, 3])
+        .await;
     let mut client = Client::new(cluster.directory());
     for i in 0..30 {
         client.propose(7, set("k", &i.to_string())).await;
@@ -233,7 +266,9 @@ async fn the_whole_cluster_restarts_from_disk() {
     let mut cluster = Cluster::new(&[1, 2, 3], node_config(40));
     cluster.start_all().await;
     for group in 0..GROUPS {
-        cluster.create_group(group, &voters(&[1, 2, 3]), &[1, 2, 3]).await;
+        cluster
+            .create_group(group, &voters(&[1, 2, 3]), &[1, 2, 3])
+            .await;
     }
     let mut client = Client::new(cluster.directory());
     let mut expected: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
@@ -250,7 +285,11 @@ async fn the_whole_cluster_restarts_from_disk() {
     let mut client = Client::new(cluster.directory());
     for group in 0..GROUPS {
         let map = client.read_map(group).await;
-        assert_eq!(map, expected.remove(&group).unwrap_or_default(), "group {group} after a full restart");
+        assert_eq!(
+            map,
+            expected.remove(&group).unwrap_or_default(),
+            "group {group} after a full restart"
+        );
     }
     for group in 0..GROUPS {
         client.propose(group, set("after", "restart")).await;
@@ -267,7 +306,9 @@ async fn leadership_transfers_to_each_node_in_turn_while_writing() {
     let mut cluster = Cluster::new(&[1, 2, 3], node_config(100));
     cluster.start_all().await;
     for group in 0..GROUPS {
-        cluster.create_group(group, &voters(&[1, 2, 3]), &[1, 2, 3]).await;
+        cluster
+            .create_group(group, &voters(&[1, 2, 3]), &[1, 2, 3])
+            .await;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = JoinSet::new();
@@ -303,12 +344,19 @@ async fn leadership_transfers_to_each_node_in_turn_while_writing() {
     stop.store(true, Ordering::Relaxed);
     while let Some(done) = writers.join_next().await {
         let (group, acked) = done.expect("a writer task panicked");
-        assert!(!acked.is_empty(), "the background writer of group {group} wrote nothing");
+        assert!(
+            !acked.is_empty(),
+            "the background writer of group {group} wrote nothing"
+        );
         expected.entry(group).or_default().extend(acked);
     }
     let mut client = Client::new(cluster.directory());
     for group in 0..GROUPS {
-        assert_eq!(client.read_map(group).await, expected[&group], "group {group}");
+        assert_eq!(
+            client.read_map(group).await,
+            expected[&group],
+            "group {group}"
+        );
     }
     cluster.shutdown().await;
 }
@@ -327,7 +375,9 @@ async fn a_new_node_joins_as_learner_then_voter_then_leads() {
         cluster.start(id).await;
     }
     for group in 0..GROUPS {
-        cluster.create_group(group, &voters(&[1, 2, 3]), &[1, 2, 3]).await;
+        cluster
+            .create_group(group, &voters(&[1, 2, 3]), &[1, 2, 3])
+            .await;
     }
     let mut client = Client::new(cluster.directory());
     let mut expected: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
@@ -372,10 +422,16 @@ async fn a_new_node_joins_as_learner_then_voter_then_leads() {
         cluster.transfer(group, NEW).await;
         let handle = cluster.handle(NEW);
         propose_on(&handle, group, "led-by", "4").await;
-        expected.get_mut(&group).unwrap().insert("led-by".into(), "4".into());
+        expected
+            .get_mut(&group)
+            .unwrap()
+            .insert("led-by".into(), "4".into());
         let map = guard("a read on the new leader", async {
             loop {
-                match handle.read(group, |m: &tcp_cluster::Machine| m.map().clone()).await {
+                match handle
+                    .read(group, |m: &tcp_cluster::Machine| m.map().clone())
+                    .await
+                {
                     Ok(map) => return map,
                     Err(ClientError::NotLeader { .. }) => cluster.transfer(group, NEW).await,
                     Err(e) => panic!("read of group {group} on node {NEW}: {e}"),
@@ -402,7 +458,9 @@ async fn client_history_across_a_restart_is_linearizable() {
     let mut cluster = Cluster::new(&[1, 2, 3], node_config(100));
     cluster.start_all().await;
     for group in 0..GROUPS {
-        cluster.create_group(group, &voters(&[1, 2, 3]), &[1, 2, 3]).await;
+        cluster
+            .create_group(group, &voters(&[1, 2, 3]), &[1, 2, 3])
+            .await;
     }
     let history = Arc::new(Mutex::new(History::new()));
     let clock = Arc::new(AtomicU64::new(1));
@@ -411,8 +469,12 @@ async fn client_history_across_a_restart_is_linearizable() {
     let mut clients = JoinSet::new();
     for c in 0..CLIENTS {
         let mut client = Client::new(cluster.directory());
-        let (history, clock, completed, stop) =
-            (history.clone(), clock.clone(), completed.clone(), stop.clone());
+        let (history, clock, completed, stop) = (
+            history.clone(),
+            clock.clone(),
+            completed.clone(),
+            stop.clone(),
+        );
         clients.spawn(async move {
             let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (c + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             let mut next = move || {
@@ -432,7 +494,10 @@ async fn client_history_across_a_restart_is_linearizable() {
                 if next() % 2 == 0 {
                     seq += 1;
                     let value = c * 1_000_000 + seq;
-                    let op = history.lock().unwrap().call(c, Op::Put { key, value }, now());
+                    let op = history
+                        .lock()
+                        .unwrap()
+                        .call(c, Op::Put { key, value }, now());
                     let command = set(&key_name, &value.to_string());
                     let outcome = loop {
                         match tokio::time::timeout(
@@ -537,7 +602,10 @@ async fn client_history_across_a_restart_is_linearizable() {
     };
     let puts = acknowledged(|o| matches!(o, Output::Put));
     let reads_of_values = acknowledged(|o| matches!(o, Output::Get(Some(_))));
-    assert!(puts > 100 && reads_of_values > 100, "too few operations: {puts} puts, {reads_of_values} reads of values");
+    assert!(
+        puts > 100 && reads_of_values > 100,
+        "too few operations: {puts} puts, {reads_of_values} reads of values"
+    );
     let verdict = check(&history);
     eprintln!(
         "history: {} operations, {unknown_writes} writes with unknown outcome; node {victim} restarted, \

@@ -238,7 +238,8 @@ impl Cluster {
 
     /// Which nodes `id` knows when it next starts (e.g. not yet a node that will join later).
     pub fn set_peers(&mut self, id: u64, peers: &[u64]) {
-        self.slots.get_mut(&id).unwrap().peers = peers.iter().copied().filter(|p| *p != id).collect();
+        self.slots.get_mut(&id).unwrap().peers =
+            peers.iter().copied().filter(|p| *p != id).collect();
     }
 
     /// Tells running node `id` about node `new` at run time: its transport learns the address, its driver
@@ -443,7 +444,9 @@ pub async fn find_leader(directory: &Directory, group: u64) -> Option<u64> {
     let mut best: Option<(u64, u64)> = None;
     for (id, handle) in directory.all() {
         if let Ok(status) = handle.status(group).await {
-            if status.raft.role == Role::Leader && best.is_none_or(|(term, _)| status.raft.term > term) {
+            if status.raft.role == Role::Leader
+                && best.is_none_or(|(term, _)| status.raft.term > term)
+            {
                 best = Some((status.raft.term, id));
             }
         }
@@ -533,7 +536,11 @@ impl Client {
     }
 
     /// One attempt at a linearizable read of `key` on the node believed to lead `group`.
-    pub async fn read_once(&mut self, group: u64, key: &str) -> Result<Option<String>, Option<Error>> {
+    pub async fn read_once(
+        &mut self,
+        group: u64,
+        key: &str,
+    ) -> Result<Option<String>, Option<Error>> {
         let (id, handle) = self.target(group).ok_or(None)?;
         let key = key.to_string();
         let result = handle
