@@ -1027,7 +1027,7 @@ mod tests {
             group,
             message: Message {
                 term: 1,
-                rpc: Rpc::InstallSnapshot(SnapshotChunk {
+                rpc: Rpc::InstallSnapshot(Box::new(SnapshotChunk {
                     meta: SnapshotMeta {
                         last: LogId::new(1, 1),
                         membership: Membership::new_voters([1, 2]),
@@ -1036,7 +1036,7 @@ mod tests {
                     data: vec![1, 2, 3].into(),
                     total_len: 3,
                     checksum: 0,
-                }),
+                })),
             },
         }
     }

@@ -166,7 +166,7 @@ pub fn snapshot_chunk(group: u64, data: Bytes) -> GroupMessage<T> {
         group,
         message: Message {
             term: 1,
-            rpc: Rpc::InstallSnapshot(SnapshotChunk {
+            rpc: Rpc::InstallSnapshot(Box::new(SnapshotChunk {
                 meta: SnapshotMeta {
                     last: LogId::new(1, 100),
                     membership: Membership::new_voters([1, 2, 3]),
@@ -175,7 +175,7 @@ pub fn snapshot_chunk(group: u64, data: Bytes) -> GroupMessage<T> {
                 data,
                 total_len,
                 checksum: 0,
-            }),
+            })),
         },
     }
 }
