@@ -225,8 +225,10 @@ fn many_groups_elect_and_commit_with_one_batch_per_peer_per_cycle() {
 
 #[test]
 fn heartbeats_of_all_groups_coalesce_into_one_batch_per_node_pair_per_interval() {
-    let mut config = GroupsConfig::default();
-    config.hibernation = false;
+    let config = GroupsConfig {
+        hibernation: false,
+        ..GroupsConfig::default()
+    };
     let groups: Vec<u64> = (0..40).collect();
     let mut c = Cluster::new(&[1, 2, 3], groups);
     for node in c.nodes.values_mut() {
@@ -284,7 +286,7 @@ fn idle_groups_hibernate_send_nothing_and_wake_on_a_proposal() {
         .iter()
         .map(|id| c.nodes[id].groups.stats().awake)
         .sum();
-    assert!(awake >= 1 && awake <= 3, "only group 5 woke: {awake}");
+    assert!((1..=3).contains(&awake), "only group 5 woke: {awake}");
     c.tick(40);
     let awake: usize = [1, 2, 3]
         .iter()
