@@ -252,9 +252,13 @@ fn run(g: u64) {
         / (pairs.max(1) * (idle_ticks / interval)) as f64;
 
     let all: Vec<u64> = (0..g).collect();
-    let spread = write_throughput(&mut c, &all, g.max(20_000), 1000);
+    let spread_writes: u64 = std::env::var("BENCH_SPREAD_WRITES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(g.max(100_000));
+    let spread = write_throughput(&mut c, &all, spread_writes, 1000);
     let hot: Vec<u64> = (0..64.min(g)).collect();
-    let hot_rate = write_throughput(&mut c, &hot, 50_000, 1000);
+    let hot_rate = write_throughput(&mut c, &hot, spread_writes.min(50_000), 1000);
 
     println!(
         "| {g:>7} | {:>9.1} s | {per_replica:>9.0} B | {with_log:>9.0} B | {rss_per_replica:>9.0} B | {:>7.3}% | {per_pair_interval:>16.2} | {spread:>15.0} | {hot_rate:>15.0} |",

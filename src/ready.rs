@@ -38,7 +38,8 @@ pub struct SoftState<C: RaftTypeConfig> {
 #[derive(Debug)]
 #[must_use = "a Ready must be persisted and advanced, or the core stalls"]
 pub struct Ready<C: RaftTypeConfig> {
-    pub(crate) snapshot: Option<Snapshot<C>>,
+    /// Boxed: rare and large, it would make every Ready larger.
+    pub(crate) snapshot: Option<Box<Snapshot<C>>>,
     pub(crate) messages: Vec<Envelope<C>>,
     pub(crate) entries: Vec<Entry<C>>,
     pub(crate) hard_state: Option<HardState<C>>,
@@ -64,7 +65,7 @@ impl<C: RaftTypeConfig> Ready<C> {
     /// log with it (afterwards `first_index` is its last index + 1 and `term` answers its last term) and
     /// load it into the state machine. [`entries`](Self::entries) then continue after it.
     pub fn snapshot(&self) -> Option<&Snapshot<C>> {
-        self.snapshot.as_ref()
+        self.snapshot.as_deref()
     }
 
     /// The hard state to persist, if it changed.
@@ -110,7 +111,8 @@ impl<C: RaftTypeConfig> Ready<C> {
 /// the snapshot, append the entries (dropping any conflicting tail first), store the hard state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Writes<C: RaftTypeConfig> {
-    pub snapshot: Option<Snapshot<C>>,
+    /// Boxed: rare and large.
+    pub snapshot: Option<Box<Snapshot<C>>>,
     pub entries: Vec<Entry<C>>,
     pub hard_state: Option<HardState<C>>,
 }

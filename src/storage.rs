@@ -199,7 +199,7 @@ impl<C: RaftTypeConfig> WriteBatch<C> {
     /// received from the leader, the entries, the hard state.
     pub fn push_writes(&mut self, group: C::GroupId, writes: Writes<C>) -> &mut Self {
         if let Some(snapshot) = writes.snapshot {
-            self.install_snapshot(group, snapshot);
+            self.install_snapshot(group, *snapshot);
         }
         self.append(group, writes.entries);
         if let Some(hard_state) = writes.hard_state {

@@ -40,10 +40,15 @@ impl BenchLog {
     }
 
     pub fn write(&self, entries: &[Entry<B>], hs: Option<&HardState<B>>) {
+        self.write_owned(entries.to_vec(), hs);
+    }
+
+    /// Like `write`, moving the entries in.
+    pub fn write_owned(&self, entries: Vec<Entry<B>>, hs: Option<&HardState<B>>) {
         let mut inner = self.0.borrow_mut();
         if let Some(first) = entries.first() {
             inner.entries.truncate((first.index - 1) as usize);
-            inner.entries.extend_from_slice(entries);
+            inner.entries.extend(entries);
         }
         if let Some(hs) = hs {
             inner.hard_state = hs.clone();

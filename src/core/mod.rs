@@ -1765,7 +1765,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         }
         self.flush_leader_broadcasts()?;
 
-        let snapshot = self.log.take_unpersisted_snapshot();
+        let snapshot = self.log.take_unpersisted_snapshot().map(Box::new);
         let entries = self.log.take_unpersisted();
         let last_entry = entries.last().map(Entry::log_id);
         let hard_state = self.hard_state();

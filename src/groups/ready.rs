@@ -73,7 +73,8 @@ impl<C: RaftTypeConfig> GroupsReady<C> {
     /// entries to apply.
     pub fn persisted(mut self) -> GroupsPersisted<C> {
         let mut batches: Vec<NodeBatch<C>> = std::mem::take(&mut self.batches);
-        let mut applies = Vec::new();
+        let mut applies = Vec::with_capacity(self.tokens.len());
+        let touched = self.tokens.len();
         for (_, group, token) in self.tokens.iter_mut() {
             for envelope in token.take_messages() {
                 let batch = match batches.iter_mut().position(|b| b.to == envelope.to) {
@@ -84,6 +85,9 @@ impl<C: RaftTypeConfig> GroupsReady<C> {
                         &mut batches[last]
                     }
                 };
+                if batch.messages.capacity() == 0 {
+                    batch.messages.reserve(touched);
+                }
                 batch.push(*group, envelope.message);
             }
             let committed = token.take_committed();

@@ -658,7 +658,7 @@ where
             let mut installs = Vec::new();
             for write in ready.take_writes() {
                 if let Some(snapshot) = &write.writes.snapshot {
-                    installs.push((write.group, snapshot.clone()));
+                    installs.push((write.group, Snapshot::clone(snapshot)));
                 }
                 batch.push_writes(write.group, write.writes);
             }

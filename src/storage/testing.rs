@@ -795,7 +795,7 @@ fn install_snapshot<S: LogStorage<TestTypes>>(mut s: S, _reopen: &mut dyn FnMut(
             b.push_writes(
                 1,
                 crate::ready::Writes {
-                    snapshot: Some(snap(24, 3, &[1, 2])),
+                    snapshot: Some(Box::new(snap(24, 3, &[1, 2]))),
                     entries: entries(25, 26, 4),
                     hard_state: Some(hs(4, None, 24)),
                 },
