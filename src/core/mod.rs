@@ -63,6 +63,19 @@ struct IncomingSnapshot<C: RaftTypeConfig> {
     checksum: u32,
 }
 
+/// A leader's lease (`ReadMode::Lease`): the send ticks of recent heartbeats, and how long the ones a
+/// quorum acknowledged keep other candidates from winning.
+#[derive(Debug, Default)]
+struct Lease {
+    /// (heartbeat sequence number, tick it was sent), oldest first, newer than the last confirmed one.
+    sent: VecDeque<(u64, u64)>,
+    /// Lease reads are safe while `ticks < until`.
+    until: u64,
+    /// A leadership transfer began: the transferee may win at once (voters ignore their lease for it),
+    /// so this leader must never serve a lease read again in this term.
+    forbidden: bool,
+}
+
 /// The reads a replica is tracking.
 #[derive(Debug, Default)]
 struct Reads {
@@ -135,7 +148,9 @@ pub struct RaftCore<C: RaftTypeConfig, S: LogView<C>> {
 
     /// Leader only: a check-quorum round passed since this replica became leader or last woke, so lease
     /// reads are safe.
-    lease_valid: bool,
+    lease: Option<Box<Lease>>,
+    /// Ticks since this replica started: the clock leases are measured on.
+    ticks: u64,
     /// Periodic heartbeats are the caller's job (see `with_external_heartbeats`).
     external_heartbeats: bool,
 
@@ -226,7 +241,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             rng: SplitMix64::new(seed),
             incoming_snapshot: None,
             snapshot_checksum: None,
-            lease_valid: false,
+            lease: None,
+            ticks: 0,
             external_heartbeats: false,
             transferee: None,
             transfer_elapsed: 0,
@@ -368,6 +384,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
 
     /// Advances the replica's clock by one tick.
     pub fn tick(&mut self) -> Result<(), Error<C>> {
+        self.ticks += 1;
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => {
@@ -386,15 +403,10 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.election_elapsed += 1;
         if self.election_elapsed >= self.election_timeout() {
             self.election_elapsed = 0;
-            if self.config.check_quorum {
-                if !self.quorum_recently_active() {
-                    tracing::debug!(id = ?self.id, term = self.term, "check-quorum failed; stepping down");
-                    self.become_follower(self.term, None);
-                    return Ok(());
-                }
-                // A quorum answered within the last election timeout: no other leader can have been
-                // elected meanwhile, so lease reads are safe until the next check.
-                self.lease_valid = true;
+            if self.config.check_quorum && !self.quorum_recently_active() {
+                tracing::debug!(id = ?self.id, term = self.term, "check-quorum failed; stepping down");
+                self.become_follower(self.term, None);
+                return Ok(());
             }
         }
         if let Some(target) = self.transferee {
@@ -474,13 +486,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.incoming_snapshot = None;
         self.snapshot_checksum = None;
         // Time stops while hibernating: a lease can no longer be vouched for.
-        self.lease_valid = false;
+        self.lease = None;
     }
 
     /// Resumes after [`hibernate`](Self::hibernate). A leader rebuilds its follower progress: every
     /// replica held the whole (committed) log when it went to sleep, and committed entries are never lost.
     pub fn wake(&mut self) -> Result<(), Error<C>> {
-        self.lease_valid = false;
+        self.lease = None;
         if self.role == Role::Leader && self.progress.is_empty() {
             let committed = self.log.committed;
             for peer in self.memberships.current().replicas() {
@@ -567,7 +579,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.progress.clear();
         self.transferee = None;
         self.transfer_elapsed = 0;
-        self.lease_valid = false;
+        self.lease = None;
         self.uncommitted_bytes = 0;
         self.pending_append = false;
         self.pending_commit_broadcast = false;
@@ -695,9 +707,16 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         if message.term > self.term {
             match &message.rpc {
                 Rpc::VoteRequest(req) => {
+                    // Within an election timeout of hearing from our leader, a vote request comes from a
+                    // disruptive node. With lease reads, also within an election timeout of starting: a
+                    // restarted replica does not remember when it last acknowledged a leader's
+                    // heartbeat, and that leader may be serving lease reads relying on it.
+                    let timeout = self.election_timeout();
+                    let recently_started =
+                        self.config.read_mode == ReadMode::Lease && self.ticks < u64::from(timeout);
                     let in_lease = self.config.check_quorum
-                        && self.leader.is_some()
-                        && self.election_elapsed < self.election_timeout();
+                        && self.election_elapsed < timeout
+                        && (self.leader.is_some() || recently_started);
                     if in_lease && !req.leader_transfer {
                         // Our leader is alive: a vote request now comes from a disruptive node.
                         tracing::trace!(id = ?self.id, ?from, "ignoring vote request within leader lease");
@@ -1424,6 +1443,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         }
         self.transferee = Some(target);
         self.transfer_elapsed = 0;
+        // The transferee will campaign with `leader_transfer`, which voters grant inside their lease.
+        self.forbid_lease();
         // Reset the check-quorum clock so that the transfer has a full election timeout to finish.
         self.election_elapsed = 0;
         let last = self.log.last_index()?;
@@ -1470,7 +1491,11 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             .iter()
             .chain(current.outgoing_voters.iter())
             .all(|id| *id == me);
-        let lease_holds = self.config.read_mode == ReadMode::Lease && self.lease_valid;
+        let lease_holds = self.config.read_mode == ReadMode::Lease
+            && self
+                .lease
+                .as_ref()
+                .is_some_and(|l| !l.forbidden && self.ticks < l.until);
         if quorum_is_me || lease_holds {
             self.reads_mut()
                 .confirmed
@@ -1501,19 +1526,12 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.confirm_reads();
     }
 
-    /// Releases reads whose id a quorum has echoed in heartbeat answers of this term.
-    fn confirm_reads(&mut self) {
-        if self
-            .reads
-            .as_ref()
-            .is_none_or(|r| r.awaiting_quorum.is_empty())
-        {
-            return;
-        }
+    /// The newest heartbeat sequence number a quorum has echoed in this term.
+    fn quorum_acknowledged_seq(&self) -> u64 {
         let me = self.id;
         let newest = self.next_read_id - 1;
         let progress = &self.progress;
-        let confirmed = joint_committed(
+        joint_committed(
             &self.memberships.current().voters,
             &self.memberships.current().outgoing_voters,
             |id| {
@@ -1523,7 +1541,47 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                     progress.get(&id).map_or(0, |p| p.read_seq)
                 }
             },
-        );
+        )
+    }
+
+    /// Extends the lease: no voter that acknowledged a heartbeat will vote for anyone else within an
+    /// election timeout of *receiving* it, so the lease runs from when it was *sent* (one tick of margin).
+    fn extend_lease(&mut self, confirmed: u64) {
+        let duration = u64::from(self.election_timeout().saturating_sub(1));
+        let Some(lease) = self.lease.as_mut() else {
+            return;
+        };
+        let mut anchor = None;
+        while let Some(&(seq, sent)) = lease.sent.front() {
+            if seq > confirmed {
+                break;
+            }
+            anchor = Some(sent);
+            lease.sent.pop_front();
+        }
+        if let Some(sent) = anchor {
+            lease.until = lease.until.max(sent + duration);
+        }
+    }
+
+    fn forbid_lease(&mut self) {
+        if self.config.read_mode == ReadMode::Lease {
+            self.lease.get_or_insert_with(Box::default).forbidden = true;
+        }
+    }
+
+    /// Releases reads whose id a quorum has echoed in heartbeat answers of this term, and extends the
+    /// lease.
+    fn confirm_reads(&mut self) {
+        let waiting = self
+            .reads
+            .as_ref()
+            .is_some_and(|r| !r.awaiting_quorum.is_empty());
+        if !waiting && self.lease.is_none() {
+            return;
+        }
+        let confirmed = self.quorum_acknowledged_seq();
+        self.extend_lease(confirmed);
         let Some(reads) = self.reads.as_mut() else {
             return;
         };
@@ -1690,7 +1748,15 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
     }
 
     fn broadcast_heartbeat(&mut self) {
-        let read_seq = self.next_read_id - 1;
+        // Every broadcast gets its own sequence number: reads issued before it are confirmed by its
+        // answers, and in lease mode its send tick anchors the lease.
+        let read_seq = self.next_read_id;
+        self.next_read_id += 1;
+        if self.config.read_mode == ReadMode::Lease && self.role == Role::Leader {
+            let now = self.ticks;
+            let lease = self.lease.get_or_insert_with(Box::default);
+            lease.sent.push_back((read_seq, now));
+        }
         let commit = self.log.committed;
         let peers: Vec<(C::NodeId, Index)> = self
             .progress
