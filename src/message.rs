@@ -54,6 +54,10 @@ pub struct SnapshotChunk<C: RaftTypeConfig> {
 pub struct SnapshotResponse {
     /// The snapshot this answers (its last log id).
     pub snapshot: LogId,
+    /// The offset of the chunk this answers. The leader keeps one chunk in flight and ignores answers to
+    /// any other (duplicates, answers to resent copies): otherwise every extra answer would start a chain
+    /// of chunk and answer that never ends.
+    pub chunk_offset: u64,
     pub result: SnapshotProgress,
 }
 

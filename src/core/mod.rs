@@ -850,7 +850,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return Ok(()); // a late answer to an election that is over
         }
         if !self.memberships.current().is_voter(from) {
-            return Err(Error::UnknownSender { from });
+            return self.unknown_or_stale(from);
         }
         self.votes.insert(from, resp.granted);
         match self.tally_votes() {
@@ -987,7 +987,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let last = self.log.last_index()?;
         let first = self.log.first_index()?;
         let Some(pr) = self.progress.get_mut(&from) else {
-            return Err(Error::UnknownSender { from });
+            return self.unknown_or_stale(from);
         };
         pr.recent_active = true;
         match resp {
@@ -1073,7 +1073,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         }
         let last = self.log.last_index()?;
         let Some(pr) = self.progress.get_mut(&from) else {
-            return Err(Error::UnknownSender { from });
+            return self.unknown_or_stale(from);
         };
         pr.on_heartbeat_response(self.config.max_inflight_appends);
         if resp.read_seq < self.next_read_id {
@@ -1128,9 +1128,11 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 reason: "snapshot chunk past the snapshot's length".into(),
             });
         }
+        let chunk_offset = chunk.offset;
         let progress = |next_offset| {
             Rpc::SnapshotResponse(SnapshotResponse {
                 snapshot: last,
+                chunk_offset,
                 result: SnapshotProgress::Continue { next_offset },
             })
         };
@@ -1173,6 +1175,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                 from,
                 Rpc::SnapshotResponse(SnapshotResponse {
                     snapshot: last,
+                    chunk_offset,
                     result: SnapshotProgress::ChecksumMismatch,
                 }),
             );
@@ -1199,14 +1202,18 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return Ok(());
         }
         let Some(pr) = self.progress.get_mut(&from) else {
-            return Err(Error::UnknownSender { from });
+            return self.unknown_or_stale(from);
         };
         pr.recent_active = true;
-        let ProgressState::NeedsSnapshot { snapshot, .. } = pr.state else {
+        let ProgressState::NeedsSnapshot {
+            snapshot,
+            next_offset: in_flight,
+        } = pr.state
+        else {
             return Ok(()); // the transfer is over
         };
-        if resp.snapshot != snapshot {
-            return Ok(()); // about an older snapshot
+        if resp.snapshot != snapshot || !pr.probe_sent || resp.chunk_offset != in_flight {
+            return Ok(()); // about an older snapshot, or not about the chunk in flight
         }
         let next_offset = match resp.result {
             SnapshotProgress::Continue { next_offset } => next_offset,
@@ -1218,6 +1225,16 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         };
         pr.probe_sent = false;
         self.send_snapshot_chunk(from)
+    }
+
+    /// An answer from a node this leader tracks no progress for: a member's answer is merely late (the
+    /// leader hibernated, or the membership changed since), anyone else's is an error.
+    fn unknown_or_stale(&self, from: C::NodeId) -> Result<(), Error<C>> {
+        if self.memberships.current().contains(from) {
+            Ok(())
+        } else {
+            Err(Error::UnknownSender { from })
+        }
     }
 
     fn handle_timeout_now(&mut self, from: C::NodeId) -> Result<(), Error<C>> {

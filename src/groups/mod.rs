@@ -407,13 +407,18 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
             } else {
                 self.config.follower_hibernate_ticks
             };
-            let quiet = self.config.hibernation && slot.core.is_quiescent();
+            // Quiet is a matter of state: a token still carrying this group's heartbeat (while another
+            // group's write syncs) must not keep it awake. Going to sleep needs full quiescence.
+            let quiet = self.config.hibernation && slot.core.is_settled();
             if quiet {
-                slot.quiet_ticks += 1;
+                slot.quiet_ticks = slot.quiet_ticks.saturating_add(1);
             } else {
                 slot.quiet_ticks = 0;
             }
-            let asleep = quiet && slot.quiet_ticks >= limit && self.leader_node_alive(idx);
+            let asleep = quiet
+                && slot.quiet_ticks >= limit
+                && slot.core.is_quiescent()
+                && self.leader_node_alive(idx);
             self.mark_dirty(idx);
             if asleep {
                 self.sleep_slot(idx); // swaps another awake group into `pos`
@@ -526,6 +531,8 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
             self.on_peer_restarted(from);
         } else if came_back {
             tracing::info!(node = ?self.node, peer = ?from, "peer node is back");
+            // Its replicas may have woken and campaigned while it was cut off: tell them who leads.
+            self.heartbeat_groups_led_here_with(from);
         }
         let mut rejected = Vec::new();
         for (group, message) in batch.into_messages() {
@@ -540,6 +547,11 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
     /// with a replica there should tell it who leads. Nobody else is woken.
     fn on_peer_restarted(&mut self, node: C::NodeId) {
         self.on_leader_node_lost(node);
+        self.heartbeat_groups_led_here_with(node);
+    }
+
+    /// Wakes the hibernating groups led here that have a replica on `node`, and heartbeats them.
+    fn heartbeat_groups_led_here_with(&mut self, node: C::NodeId) {
         let led_here: Vec<usize> = self
             .slots
             .iter()
@@ -572,6 +584,12 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
             None => self.create_uninitialised(group, from)?,
         };
         self.mark_dirty(idx);
+        // A member campaigning lost its leader: a hibernating replica must wake and let its lease run out
+        // (its clock is frozen while it sleeps, so it would ignore the candidate forever), and a
+        // hibernating leader must wake to heartbeat it back in line.
+        if matches!(message.rpc, crate::message::Rpc::VoteRequest(_)) {
+            self.wake_slot(idx);
+        }
         let Some(slot) = self.slots[idx].as_mut() else {
             return Err(GroupsError::GroupNotFound { group });
         };
@@ -741,8 +759,28 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
                 .advance(token)
                 .map_err(|error| GroupsError::Group { group, error })?;
             self.mark_dirty(idx);
+            self.maybe_sleep(idx);
         }
         Ok(())
+    }
+
+    /// Puts a group that has been quiet long enough to sleep, if it is fully quiescent now (at tick time
+    /// its token may have been outstanding).
+    fn maybe_sleep(&mut self, idx: usize) {
+        let Some(slot) = self.slots[idx].as_ref() else {
+            return;
+        };
+        if !self.config.hibernation || slot.awake_pos.is_none() {
+            return;
+        }
+        let limit = if slot.core.role() == Role::Leader {
+            self.config.leader_hibernate_ticks
+        } else {
+            self.config.follower_hibernate_ticks
+        };
+        if slot.quiet_ticks >= limit && slot.core.is_quiescent() && self.leader_node_alive(idx) {
+            self.sleep_slot(idx);
+        }
     }
 }
 
