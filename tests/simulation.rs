@@ -29,6 +29,15 @@ const REGRESSION_SEEDS: &[u64] = &[
     452_972_065_164_750_146,
     // (Sim check) leader completeness must skip entries compacted into the leader's snapshot.
     1_472_602_898_652_641_219,
+    // Safety: an append acknowledgement of an older term outlived the truncation of what it vouched for.
+    795_896_580_451_576_772,
+    5_192_429_766_802_348_444,
+    12_425_159_434_004_759_115,
+    // Reordering: stale answers from an old window opened full new windows (append message storm).
+    3_019_311_019_032_726_581,
+    3_826_436_926_654_686_274,
+    1_475_911_648_071_138_971,
+    13_676_178_334_734_286_759,
 ];
 
 /// The base from which the CI seeds derive.
@@ -225,8 +234,8 @@ fn soak_many_seeds() {
     assert_no_failures(&batch.failures, count);
 }
 
-/// Writes the readable event log of `SIM_SEED`'s fault phase to `SIM_DUMP` (default
-/// `target/sim-<seed>.log`) and prints how many messages of each kind were delivered.
+/// Writes the readable event log of `SIM_SEED`'s run (fault phase and the start of the liveness phase) to
+/// `SIM_DUMP` (default `target/sim-<seed>.log`) and prints how many messages of each kind were delivered.
 #[test]
 #[ignore = "diagnostics: SIM_SEED=<n> [SIM_DUMP=<path>] ... -- --ignored dump_trace --nocapture"]
 fn dump_trace() {
@@ -240,7 +249,12 @@ fn dump_trace() {
     let ticks = config.ticks;
     let mut cluster = Cluster::new(config).unwrap_or_else(|f| panic!("{f}"));
     let mut failure = None;
-    for _ in 0..ticks {
+    // The fault phase, then (SIM_CALM_TICKS, default 300) ticks of the liveness phase.
+    let calm = env_u64("SIM_CALM_TICKS").unwrap_or(300);
+    for t in 0..ticks + calm {
+        if t == ticks {
+            cluster.calm_down();
+        }
         if let Err(f) = cluster.tick() {
             failure = Some(f);
             break;

@@ -571,6 +571,19 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         if self.term != term {
             self.term = term;
             self.vote = None;
+            // An append acknowledgement of an older term must not outlive the term change: the new term's
+            // leader may truncate the entries it vouches for before they are durable (within one term a
+            // leader never truncates what was acknowledged). Dropping it is always safe: it could have
+            // been lost.
+            self.messages_after_persist.retain(|e| {
+                e.message.term >= term
+                    || !matches!(
+                        e.message.rpc,
+                        Rpc::AppendResponse(AppendResponse::Accepted { .. })
+                    )
+            });
+            // A new leader restarts any snapshot transfer from offset 0.
+            self.incoming_snapshot = None;
         }
         self.leader = None;
         self.heartbeat_elapsed = 0;
@@ -938,6 +951,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             self.adopt_memberships(memberships)?;
         }
         self.log.commit_to(req.commit.min(last_new))?;
+        if self
+            .incoming_snapshot
+            .as_ref()
+            .is_some_and(|i| i.meta.last.index <= self.log.committed)
+        {
+            self.incoming_snapshot = None; // the log caught up past it: a half-received snapshot is moot
+        }
         self.send_after_persist(
             from,
             Rpc::AppendResponse(AppendResponse::Accepted {
@@ -1032,6 +1052,17 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
                     self.send_append(from, false)?;
                 }
                 while self.send_append(from, false)? {}
+                if self.config.broadcast_commit {
+                    // The broadcast may have skipped this follower while its window was full.
+                    let committed = self.log.committed;
+                    let behind = self
+                        .progress
+                        .get(&from)
+                        .is_some_and(|p| p.commit_sent < committed.min(p.match_index));
+                    if behind {
+                        self.send_append(from, true)?;
+                    }
+                }
                 if self.transferee == Some(from) && match_index == last {
                     self.send_now(from, Rpc::TimeoutNow);
                 }
@@ -1075,7 +1106,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let Some(pr) = self.progress.get_mut(&from) else {
             return self.unknown_or_stale(from);
         };
-        pr.on_heartbeat_response(self.config.max_inflight_appends);
+        // A lost probe or chunk is retried after half an election timeout, not at every heartbeat answer.
+        let retry_after = u64::from(self.config.election_timeout_min_ticks / 2).max(1);
+        pr.on_heartbeat_response(self.config.max_inflight_appends, self.ticks, retry_after);
         if resp.read_seq < self.next_read_id {
             pr.read_seq = pr.read_seq.max(resp.read_seq);
         }
@@ -1654,8 +1687,11 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         }
         let sent_last = entries.last().map(|e| e.index);
         let commit = self.log.committed;
+        let now = self.ticks;
+        let carried = commit.min(sent_last.unwrap_or(prev_index));
         if let Some(pr) = self.progress.get_mut(&to) {
-            pr.sent_append(sent_last, max_inflight);
+            pr.sent_append(sent_last, max_inflight, now);
+            pr.commit_sent = pr.commit_sent.max(carried);
         }
         self.send_now(
             to,
@@ -1719,12 +1755,13 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let total_len = bytes.len() as u64;
         let start = next_offset.min(total_len);
         let end = (start + self.config.max_append_bytes as u64).min(total_len);
+        let now = self.ticks;
         if let Some(pr) = self.progress.get_mut(&to) {
             pr.state = ProgressState::NeedsSnapshot {
                 snapshot: id,
                 next_offset: start,
             };
-            pr.probe_sent = true;
+            pr.pause(now);
         }
         self.send_now(
             to,
@@ -1781,6 +1818,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             .map(|(id, p)| (*id, p.match_index))
             .collect();
         for (to, match_index) in peers {
+            if let Some(pr) = self.progress.get_mut(&to) {
+                pr.commit_sent = pr.commit_sent.max(commit.min(match_index));
+            }
             self.send_now(
                 to,
                 Rpc::Heartbeat(Heartbeat {

@@ -35,6 +35,15 @@ pub struct Progress {
     pub recent_active: bool,
     /// The highest read sequence number the follower acknowledged in this term.
     pub read_seq: u64,
+    /// The leader's tick when sending last paused this follower (a probe or snapshot chunk went out, or
+    /// the window filled): a heartbeat answer retries only once a retry interval has passed since.
+    pub paused_at: u64,
+    /// In `Replicate`: how many appends may be in flight now. It starts at 1 when replication (re)starts
+    /// and doubles with every acknowledgement up to the configured maximum (slow start): answers to an
+    /// older window that arrive late can then restart replication without releasing a full window each.
+    window: usize,
+    /// The highest commit index this follower was told (for `Config::broadcast_commit`).
+    pub commit_sent: Index,
 }
 
 impl Progress {
@@ -47,6 +56,9 @@ impl Progress {
             inflights: VecDeque::new(),
             recent_active: false,
             read_seq: 0,
+            paused_at: 0,
+            window: 1,
+            commit_sent: 0,
         }
     }
 
@@ -62,6 +74,7 @@ impl Progress {
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
         self.inflights.clear();
+        self.window = 1;
     }
 
     pub fn become_needs_snapshot(&mut self, snapshot: LogId) {
@@ -79,6 +92,7 @@ impl Progress {
         if updated {
             self.match_index = index;
             self.probe_sent = false;
+            self.window = self.window.saturating_mul(2);
         }
         self.next_index = self.next_index.max(index + 1);
         while self.inflights.front().is_some_and(|last| *last <= index) {
@@ -113,35 +127,54 @@ impl Progress {
     }
 
     /// Records that an append ending at `last` (or carrying no entries) was sent.
-    pub fn sent_append(&mut self, last: Option<Index>, max_inflight: usize) {
+    pub fn sent_append(&mut self, last: Option<Index>, max_inflight: usize, now: u64) {
         match self.state {
             ProgressState::Replicate => {
                 if let Some(last) = last {
                     self.next_index = last + 1;
                     self.inflights.push_back(last);
                     debug_assert!(self.inflights.len() <= max_inflight);
+                    if self.inflights.len() >= max_inflight.min(self.window) {
+                        self.paused_at = now;
+                    }
                 }
             }
-            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Probe => self.pause(now),
             ProgressState::NeedsSnapshot { .. } => {}
         }
+    }
+
+    /// One message (a probe or a snapshot chunk) is in flight: wait for its answer.
+    pub fn pause(&mut self, now: u64) {
+        self.probe_sent = true;
+        self.paused_at = now;
     }
 
     /// True when the leader must not send another append now.
     pub fn is_paused(&self, max_inflight: usize) -> bool {
         match self.state {
             ProgressState::Probe | ProgressState::NeedsSnapshot { .. } => self.probe_sent,
-            ProgressState::Replicate => self.inflights.len() >= max_inflight,
+            ProgressState::Replicate => self.inflights.len() >= max_inflight.min(self.window),
         }
     }
 
     /// A heartbeat answer proves the follower is reachable: if the window is full (its messages may have
     /// been lost), free one slot so that replication cannot stall forever.
-    pub fn on_heartbeat_response(&mut self, max_inflight: usize) {
+    ///
+    /// Only once `retry_after` ticks have passed since the pause: with a round trip longer than the
+    /// heartbeat interval, retrying at every heartbeat answer would put one more message in flight per
+    /// answer, and with a reordering network each of their answers can start more (a message storm).
+    pub fn on_heartbeat_response(&mut self, max_inflight: usize, now: u64, retry_after: u64) {
         self.recent_active = true;
+        if now.saturating_sub(self.paused_at) < retry_after {
+            return;
+        }
         self.probe_sent = false;
-        if self.state == ProgressState::Replicate && self.inflights.len() >= max_inflight {
+        if self.state == ProgressState::Replicate
+            && self.inflights.len() >= max_inflight.min(self.window)
+        {
             self.inflights.pop_front();
+            self.paused_at = now;
         }
     }
 
@@ -159,9 +192,15 @@ mod tests {
     fn replicate_window_fills_and_drains() {
         let mut pr = Progress::new(1);
         pr.become_replicate();
+        // Slow start: one append in flight, then the window doubles with each acknowledgement.
+        pr.sent_append(Some(1), 3, 0);
+        assert!(pr.is_paused(3));
+        assert!(pr.maybe_update(1));
+        assert!(pr.maybe_update(1) == false);
+        pr.window = 4;
         for last in [2, 4, 6] {
             assert!(!pr.is_paused(3));
-            pr.sent_append(Some(last), 3);
+            pr.sent_append(Some(last), 3, 0);
         }
         assert!(pr.is_paused(3));
         assert_eq!(pr.next_index, 7);

@@ -613,7 +613,13 @@ fn flow_control_stops_at_the_inflight_limit_and_resumes_on_acks() {
     };
     let mut c = Cluster::new(&[1, 2], config);
     c.campaign(1);
-    // The follower is in Replicate state now. Ten proposals, one entry per message (max_append_bytes 1).
+    // Replication starts with one append in flight and doubles the window with each acknowledgement
+    // (slow start); a few acknowledged writes open it to the configured maximum.
+    for i in 0..4 {
+        c.core(1).propose(data(&format!("warm{i}"))).unwrap();
+        c.stabilize();
+    }
+    // Ten proposals, one entry per message (max_append_bytes 1).
     for i in 0..10 {
         c.core(1).propose(data(&format!("p{i}"))).unwrap();
     }
@@ -948,7 +954,14 @@ fn leadership_transfer_to_a_lagging_follower_catches_it_up_first() {
     assert!(c.node(3).log.terms().len() < c.node(1).log.terms().len());
     c.heal();
     c.core(1).transfer_leadership(3).unwrap();
-    c.stabilize();
+    // The append lost while node 3 was cut off is retried at a heartbeat answer half an election timeout
+    // later; then node 3 catches up and is told to campaign.
+    for _ in 0..8 {
+        c.tick_all(1);
+        if c.core(3).is_leader() {
+            break;
+        }
+    }
     assert_eq!(c.leaders(), vec![(3, 2)]);
     assert_eq!(
         c.node(3).log.terms(),
@@ -1144,8 +1157,8 @@ fn a_follower_behind_the_compacted_prefix_catches_up_by_snapshot() {
     c.snapshot_and_compact(1);
     assert_eq!(c.node(1).log.first_index().unwrap(), 7);
     c.heal();
-    c.tick_all(3);
-    // Node 3 received the snapshot, installed it, and continues from there.
+    c.tick_all(8); // the probe sent while it was cut off is retried after half an election timeout
+                   // Node 3 received the snapshot, installed it, and continues from there.
     assert_eq!(c.node(3).state, c.node(1).state);
     assert_eq!(c.node(3).log.first_index().unwrap(), 7);
     assert!(matches!(
@@ -1542,7 +1555,8 @@ fn an_overwritten_membership_entry_is_reverted_on_the_follower() {
     c.heal();
     c.isolate(1);
     c.core(3).propose(data("z")).unwrap();
-    c.tick_all(2);
+    // The probe sent while node 2 was cut off is retried half an election timeout later.
+    c.tick_all(8);
     assert_eq!(voters_of(c.core(2)), vec![1, 2, 3, 4, 5]);
     assert_eq!(c.applied_data(2), vec![data("z")]);
 }

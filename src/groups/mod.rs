@@ -48,7 +48,8 @@ pub struct GroupsConfig {
     /// A leader hibernates after this many quiet ticks; keep it above `follower_hibernate_ticks`.
     #[validate(range(min = 1, message = "must be at least 1"))]
     pub leader_hibernate_ticks: u32,
-    /// A peer node silent for this many ticks is considered down.
+    /// A peer node silent for this many ticks is considered down. At least 3 heartbeat intervals
+    /// (`Config::heartbeat_ticks`): liveness batches go out once per interval.
     #[validate(range(min = 1, message = "must be at least 1"))]
     pub node_timeout_ticks: u32,
     /// At most this many hibernating groups are woken per tick after a node failure.
@@ -170,6 +171,15 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
         config
             .validate()
             .map_err(|e| crate::error::ConfigError::new("groups", e.to_string()))?;
+        if config.node_timeout_ticks < 3 * raft_config.heartbeat_ticks {
+            // Liveness batches go out once per heartbeat interval: a shorter timeout would declare a live
+            // node down after one delayed batch and wake every group it leads.
+            return Err(crate::error::ConfigError::new(
+                "node_timeout_ticks",
+                "must be at least 3 heartbeat intervals (3 * heartbeat_ticks)".to_string(),
+            )
+            .into());
+        }
         Ok(Groups {
             node,
             incarnation,
@@ -587,7 +597,12 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
         // A member campaigning lost its leader: a hibernating replica must wake and let its lease run out
         // (its clock is frozen while it sleeps, so it would ignore the candidate forever), and a
         // hibernating leader must wake to heartbeat it back in line.
-        if matches!(message.rpc, crate::message::Rpc::VoteRequest(_)) {
+        // (A delayed copy from a finished election, at or below the replica's term, need not wake it.)
+        let campaign = matches!(message.rpc, crate::message::Rpc::VoteRequest(_))
+            && self.slots[idx]
+                .as_ref()
+                .is_some_and(|s| message.term > s.core.term());
+        if campaign {
             self.wake_slot(idx);
         }
         let Some(slot) = self.slots[idx].as_mut() else {

@@ -318,10 +318,20 @@ pub fn run(config: SimConfig) -> Result<Report, SimFailure> {
         }
     }
     let liveness_ticks = cluster.now() - start;
+    // Full strength first; if the search runs out of budget, again without the writes nobody observed.
     let history = cluster
-        .resolved_history()
+        .resolved_history(false)
         .map_err(|reason| cluster.fail(reason))?;
-    check_history(&history).map_err(|reason| cluster.fail(reason))?;
+    match check_history(&history, LINEARIZABILITY_BUDGET / 25) {
+        Err(CheckError::Timeout(_)) => {
+            let history = cluster
+                .resolved_history(true)
+                .map_err(|reason| cluster.fail(reason))?;
+            check_history(&history, LINEARIZABILITY_BUDGET)
+                .map_err(|e| cluster.fail(e.to_string()))?;
+        }
+        other => other.map_err(|e| cluster.fail(e.to_string()))?,
+    }
     let history = cluster.history();
     let count = |f: fn(&Outcome) -> bool| history.iter().filter(|h| f(&h.outcome)).count();
     let (sent, dropped, _) = cluster.message_counts();
@@ -356,10 +366,27 @@ fn lin_output(output: KvOutput) -> linearizability::Output {
 /// The most search steps the linearizability check may take; running out fails the run.
 const LINEARIZABILITY_BUDGET: u64 = 50_000_000;
 
-/// Checks a client history for linearizability. Operations that certainly had no effect are left out;
-/// within a tick, calls come first, then effects seen by the simulator ([`Outcome::Applied`]), then
-/// answers to clients.
-pub fn check_history(history: &[HistoryOp]) -> Result<(), String> {
+/// Why [`check_history`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// The history is not linearizable (or could not be recorded): the explanation.
+    Violation(String),
+    /// The search ran out of its step budget: no verdict.
+    Timeout(String),
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckError::Violation(s) | CheckError::Timeout(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Checks a client history for linearizability within `max_steps` search steps. Operations that
+/// certainly had no effect are left out; within a tick, calls come first, then effects seen by the
+/// simulator ([`Outcome::Applied`]), then answers to clients.
+pub fn check_history(history: &[HistoryOp], max_steps: u64) -> Result<(), CheckError> {
     use linearizability as lin;
     let mut h = lin::History::new();
     for op in history {
@@ -379,14 +406,17 @@ pub fn check_history(history: &[HistoryOp]) -> Result<(), String> {
             Outcome::Unknown => h.unknown(id),
             Outcome::Pending | Outcome::Failed => Ok(()),
         };
-        recorded.map_err(|e| format!("bad history: {e}"))?;
+        recorded.map_err(|e| CheckError::Violation(format!("bad history: {e}")))?;
     }
-    let verdict = lin::check_with_budget(&h, LINEARIZABILITY_BUDGET);
+    let verdict = lin::check_with_budget(&h, max_steps);
     match &verdict {
         lin::Verdict::Linearizable => Ok(()),
-        lin::Verdict::NotLinearizable { ops, .. } => {
-            Err(format!("linearizability: {verdict}\n{}", h.describe(ops)))
+        lin::Verdict::NotLinearizable { ops, .. } => Err(CheckError::Violation(format!(
+            "linearizability: {verdict}\n{}",
+            h.describe(ops)
+        ))),
+        lin::Verdict::Timeout { .. } => {
+            Err(CheckError::Timeout(format!("linearizability: {verdict}")))
         }
-        lin::Verdict::Timeout { .. } => Err(format!("linearizability: {verdict}")),
     }
 }
