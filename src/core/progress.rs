@@ -196,7 +196,7 @@ mod tests {
         pr.sent_append(Some(1), 3, 0);
         assert!(pr.is_paused(3));
         assert!(pr.maybe_update(1));
-        assert!(pr.maybe_update(1) == false);
+        assert!(!pr.maybe_update(1));
         pr.window = 4;
         for last in [2, 4, 6] {
             assert!(!pr.is_paused(3));
