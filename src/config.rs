@@ -50,6 +50,10 @@ pub struct Config {
     /// The byte budget of entries in one append message (at least one entry is always sent).
     #[validate(range(min = 1, message = "must be at least 1"))]
     pub max_append_bytes: usize,
+    /// The byte budget of one snapshot chunk. A snapshot travels one chunk per round trip, so keep this
+    /// large (the default is 1 MiB); each chunk is checksummed and a lost one is resent, not the whole.
+    #[validate(range(min = 1, message = "must be at least 1"))]
+    pub max_snapshot_chunk_bytes: usize,
     /// Proposals are refused while the leader's uncommitted entries exceed this many bytes.
     #[validate(range(min = 1, message = "must be at least 1"))]
     pub max_uncommitted_bytes: usize,
@@ -79,6 +83,7 @@ impl Default for Config {
             heartbeat_ticks: 2,
             max_inflight_appends: 256,
             max_append_bytes: 1024 * 1024,
+            max_snapshot_chunk_bytes: 1024 * 1024,
             max_uncommitted_bytes: 64 * 1024 * 1024,
             max_apply_bytes: 4 * 1024 * 1024,
             pre_vote: true,
@@ -118,6 +123,7 @@ const FIELD_ORDER: &[&str] = &[
     "heartbeat_ticks",
     "max_inflight_appends",
     "max_append_bytes",
+    "max_snapshot_chunk_bytes",
     "max_uncommitted_bytes",
     "max_apply_bytes",
 ];

@@ -38,7 +38,7 @@ pub struct TcpConfig<N: Ord + fmt::Debug> {
     /// resolved at each connection attempt. Must not contain `node_id`.
     pub peers: BTreeMap<N, String>,
     /// The largest frame payload sent or accepted, in bytes. Must exceed the largest batch (in particular
-    /// the snapshot chunk size, `Config::max_append_bytes`, plus a few hundred bytes). A larger outgoing
+    /// the snapshot chunk size, `Config::max_snapshot_chunk_bytes`, plus a few hundred bytes). A larger outgoing
     /// batch is split across several frames; a single message that does not fit is dropped.
     #[validate(range(min = 1024, message = "must be at least 1024"))]
     pub max_frame_bytes: u32,

@@ -516,9 +516,11 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             return;
         }
         self.leader = None;
-        self.election_elapsed = self
-            .randomized_election_timeout
-            .saturating_sub(after.max(1));
+        let after = after.max(1);
+        // A lower-ranked survivor may be asked to wait longer than one election timeout; the timer is
+        // re-randomised at the next role change anyway.
+        self.randomized_election_timeout = self.randomized_election_timeout.max(after);
+        self.election_elapsed = self.randomized_election_timeout - after;
     }
 
     /// True if a quorum (counting this leader) was heard from since the last check; resets the marks.
@@ -1754,7 +1756,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         };
         let total_len = bytes.len() as u64;
         let start = next_offset.min(total_len);
-        let end = (start + self.config.max_append_bytes as u64).min(total_len);
+        let end = (start + self.config.max_snapshot_chunk_bytes as u64).min(total_len);
         let now = self.ticks;
         if let Some(pr) = self.progress.get_mut(&to) {
             pr.state = ProgressState::NeedsSnapshot {

@@ -1171,10 +1171,10 @@ fn a_follower_behind_the_compacted_prefix_catches_up_by_snapshot() {
     assert_eq!(c.node(3).state, c.node(1).state);
 }
 
-/// A config whose append budget makes a small snapshot travel in several chunks.
+/// A config whose chunk budget makes a small snapshot travel in several chunks.
 fn small_chunks() -> Config {
     Config {
-        max_append_bytes: 4,
+        max_snapshot_chunk_bytes: 4,
         ..config()
     }
 }

@@ -33,7 +33,7 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::ready::ReadId;
 use crate::storage::LogView;
-use crate::types::{Index, LogId, RaftTypeConfig, Role};
+use crate::types::{Index, LogId, RaftTypeConfig, Role, Term};
 
 pub use self::batch::{GroupHeartbeat, GroupHeartbeatResponse, GroupMessage, NodeBatch};
 pub use self::ready::{GroupApply, GroupWrite, GroupsPersisted, GroupsReady};
@@ -83,6 +83,15 @@ pub enum GroupsError<C: RaftTypeConfig> {
     /// A message for a group this node does not host (and the replica policy declined to create it).
     #[error("message for unknown group {group:?} from {from:?}")]
     UnknownGroup { group: C::GroupId, from: C::NodeId },
+    /// A batch from an earlier life of a peer (its incarnation is below the one already seen), e.g. one
+    /// that sat in a dead process's socket. Dropped whole: Raft tolerates the loss, and taking it for a
+    /// restart would wake every group led on that node.
+    #[error("batch from node {node:?} of incarnation {incarnation}, older than {current}")]
+    StaleIncarnation {
+        node: C::NodeId,
+        incarnation: u64,
+        current: u64,
+    },
     #[error("group {group:?} already exists")]
     GroupExists { group: C::GroupId },
     #[error("no group {group:?} on this node")]
@@ -125,6 +134,18 @@ struct Slot<C: RaftTypeConfig, S: LogView<C>> {
     dirty: bool,
 }
 
+/// A hibernating group to wake because its leader's node failed.
+#[derive(Debug, Clone, Copy)]
+struct PendingWake {
+    slot: usize,
+    /// The replica's term when the failure was detected: a replica that has seen an election since then
+    /// follows that election instead.
+    term: Term,
+    /// The earliest tick at which this replica may campaign, or `None` to campaign as soon as it is
+    /// released (the first-ranked survivor).
+    campaign_at: Option<u64>,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct PeerState {
     last_heard: u64,
@@ -146,8 +167,8 @@ pub struct Groups<C: RaftTypeConfig, S: LogView<C>> {
     index: HashMap<C::GroupId, usize>,
     awake: Vec<usize>,
     dirty: Vec<usize>,
-    /// Groups to wake after a node failure: (slot, election delay in ticks).
-    wake_queue: VecDeque<(usize, u32)>,
+    /// Groups to wake after a node failure, released a few per tick.
+    wake_queue: VecDeque<PendingWake>,
     peers: BTreeMap<C::NodeId, PeerState>,
     replica_policy: Option<ReplicaPolicy<C, S>>,
     outstanding: Option<u64>,
@@ -158,8 +179,9 @@ pub struct Groups<C: RaftTypeConfig, S: LogView<C>> {
 }
 
 impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
-    /// A driver for node `node`. `incarnation` must differ at every start of the process (a restart
-    /// counter, or random bits), so that peers can tell a restart from a short silence. `seed` drives the
+    /// A driver for node `node`. `incarnation` must grow at every start of the process (a persisted
+    /// restart counter, or the start time), so that peers can tell a restart from a short silence, and a
+    /// late batch of an earlier life from a restart. `seed` drives the
     /// election jitter of every group (each group mixes in its id).
     pub fn new(
         node: C::NodeId,
@@ -177,6 +199,17 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
             return Err(crate::error::ConfigError::new(
                 "node_timeout_ticks",
                 "must be at least 3 heartbeat intervals (3 * heartbeat_ticks)".to_string(),
+            )
+            .into());
+        }
+        if raft_config.read_mode == crate::config::ReadMode::Lease
+            && config.node_timeout_ticks < raft_config.election_timeout_min_ticks
+        {
+            // A node declared down has its groups' leaders forgotten at once; a leader there may still
+            // hold a read lease for an election timeout after its last heartbeat.
+            return Err(crate::error::ConfigError::new(
+                "node_timeout_ticks",
+                "must be at least election_timeout_min_ticks with lease reads".to_string(),
             )
             .into());
         }
@@ -273,7 +306,7 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
             .remove(&group)
             .ok_or(GroupsError::GroupNotFound { group })?;
         self.sleep_slot(idx);
-        self.wake_queue.retain(|(i, _)| *i != idx);
+        self.wake_queue.retain(|w| w.slot != idx);
         self.dirty.retain(|i| *i != idx);
         let slot = self.slots[idx]
             .take()
@@ -382,6 +415,19 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
         f: impl FnOnce(&mut RaftCore<C, S>) -> Result<T, Error<C>>,
     ) -> Result<T, GroupsError<C>> {
         let idx = self.slot_of(group)?;
+        if let Some(slot) = self.slots[idx].as_ref() {
+            if slot.awake_pos.is_none() && !slot.core.is_leader() {
+                // Only a leader acts on client requests. Waking a follower alone (its leader sleeps on)
+                // would let its election timer run out and depose a healthy leader; a router with a
+                // stale leader guess must not cost an election.
+                return Err(GroupsError::Group {
+                    group,
+                    error: Error::NotLeader {
+                        leader: slot.core.leader(),
+                    },
+                });
+            }
+        }
         self.wake_slot(idx);
         self.mark_dirty(idx);
         let slot = self.slots[idx]
@@ -474,17 +520,25 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
         }
     }
 
-    /// Queues a wake for every hibernating group that followed a leader on `node`. A rare event, so a
-    /// scan of the groups is fine; ticks never scan.
+    /// Every replica that followed a leader on `node` forgets it at once (so that it grants the vote of
+    /// a survivor that campaigns), and the hibernating ones are queued for a wake. A rare event, so a scan
+    /// of the groups is fine; ticks never scan.
+    ///
+    /// The surviving voters of a group are ranked by id: the first campaigns as soon as its wake is
+    /// released, the next only if that failed: a full election timeout (randomised, so at most
+    /// `election_timeout_max_ticks`, plus one minimum for the round trips) after every first-ranked wake
+    /// is out. The survivors drain their queues side by side; without the drain in the delay a
+    /// lower-ranked replica released early on its node could campaign beside a first-ranked one released
+    /// late on another: a split vote and a second election.
     fn on_leader_node_lost(&mut self, node: C::NodeId) {
-        let election_ticks = self.raft_config.election_timeout_min_ticks;
+        let rank_gap = u64::from(self.raft_config.election_timeout_min_ticks)
+            + u64::from(self.raft_config.election_timeout_max_ticks);
+        let mut orphans = Vec::new();
         for (idx, slot) in self.slots.iter().enumerate() {
             let Some(slot) = slot else { continue };
-            if slot.awake_pos.is_some() || slot.core.leader() != Some(node) {
+            if slot.core.is_leader() || slot.core.leader() != Some(node) {
                 continue;
             }
-            // Rank the surviving voters by id: the first campaigns at once, the next one election
-            // timeout later (only if the first failed), and so on.
             let membership = slot.core.membership();
             let rank = membership
                 .voters
@@ -495,20 +549,55 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .position(|id| id == self.node)
-                .unwrap_or(0) as u32;
-            self.wake_queue.push_back((idx, 1 + rank * election_ticks));
+                .unwrap_or(0) as u64;
+            orphans.push((idx, rank, slot.awake_pos.is_some()));
+        }
+        let per_tick = self.config.max_wakes_per_tick.max(1);
+        let asleep = orphans.iter().filter(|(_, _, awake)| !awake).count();
+        let drain = (self.wake_queue.len() + asleep).div_ceil(per_tick) as u64;
+        let now = self.now;
+        for (idx, rank, awake) in orphans {
+            let campaign_at = (rank > 0).then(|| now + drain + rank * rank_gap);
+            let after = campaign_at.map_or(1, |at| at - now);
+            let Some(slot) = self.slots[idx].as_mut() else {
+                continue;
+            };
+            // An awake replica's timer runs: set it now. A sleeping one's is frozen; its release sets it
+            // again, but forgetting the leader (and its lease) must not wait for that.
+            slot.core
+                .leader_lost(u32::try_from(after).unwrap_or(u32::MAX));
+            if !awake {
+                self.wake_queue.push_back(PendingWake {
+                    slot: idx,
+                    term: slot.core.term(),
+                    campaign_at,
+                });
+            }
         }
     }
 
     fn release_wakes(&mut self) -> Result<(), GroupsError<C>> {
         for _ in 0..self.config.max_wakes_per_tick {
-            let Some((idx, delay)) = self.wake_queue.pop_front() else {
+            let Some(wake) = self.wake_queue.pop_front() else {
                 break;
             };
+            let idx = wake.slot;
             let Some(slot) = self.slots[idx].as_mut() else {
                 continue;
             };
-            slot.core.leader_lost(delay);
+            let untouched = slot.core.term() == wake.term
+                && slot.core.leader().is_none()
+                && slot.core.role() == Role::Follower;
+            if !untouched {
+                // Since the failure it took part in an election (a vote request woke it) or heard of a
+                // new leader: it follows that, and must not start a competing campaign.
+                continue;
+            }
+            let after = wake
+                .campaign_at
+                .map_or(1, |at| at.saturating_sub(self.now).max(1));
+            slot.core
+                .leader_lost(u32::try_from(after).unwrap_or(u32::MAX));
             self.stats.woken_by_liveness += 1;
             self.wake_slot(idx);
             self.mark_dirty(idx);
@@ -531,8 +620,16 @@ impl<C: RaftTypeConfig, S: LogView<C>> Groups<C, S> {
         let Some(peer) = self.peers.get_mut(&from) else {
             return Err(GroupsError::UnknownNode { node: from });
         };
+        if let Some(current) = peer.incarnation.filter(|i| *i > batch.incarnation) {
+            tracing::debug!(node = ?self.node, peer = ?from, incarnation = batch.incarnation, current, "dropped a batch of an earlier life of the peer");
+            return Err(GroupsError::StaleIncarnation {
+                node: from,
+                incarnation: batch.incarnation,
+                current,
+            });
+        }
         peer.last_heard = now;
-        let restarted = peer.incarnation.is_some_and(|i| i != batch.incarnation);
+        let restarted = peer.incarnation.is_some_and(|i| i < batch.incarnation);
         let came_back = peer.down;
         peer.incarnation = Some(batch.incarnation);
         peer.down = false;

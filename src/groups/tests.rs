@@ -439,3 +439,83 @@ fn groups_can_be_added_and_removed_at_runtime() {
         Err(GroupsError::GroupNotFound { group: 1 })
     ));
 }
+
+#[test]
+fn a_late_batch_from_an_earlier_life_of_a_peer_is_dropped_not_taken_for_a_restart() {
+    let groups: Vec<u64> = (0..20).collect();
+    let mut c = Cluster::new(&[1, 2, 3], groups.clone());
+    c.tick(100);
+    let logs = c.nodes[&3].logs.clone();
+    let mut restarted = Groups::new(3, 2, raft_config(), GroupsConfig::default(), 9).unwrap();
+    for peer in [1, 2, 3] {
+        restarted.add_peer(peer);
+    }
+    for (g, log) in &logs {
+        restarted.create_group(*g, log.clone(), 0).unwrap();
+    }
+    c.nodes.get_mut(&3).unwrap().groups = restarted;
+    c.tick(100);
+    let woken_before = c.nodes[&1].groups.stats().woken_by_liveness;
+    // A batch of node 3's first life, held back by the network until now.
+    let late = NodeBatch::<T>::new(3, 1, 1);
+    assert!(matches!(
+        c.groups(1).step(late),
+        Err(GroupsError::StaleIncarnation {
+            node: 3,
+            incarnation: 1,
+            current: 2
+        })
+    ));
+    c.tick(1);
+    assert_eq!(c.nodes[&1].groups.stats().woken_by_liveness, woken_before);
+    assert_eq!(c.nodes[&1].groups.stats().awake, 0, "nothing woke");
+}
+
+#[test]
+fn a_client_request_to_a_sleeping_follower_gets_the_leader_hint_without_waking_it() {
+    let mut c = Cluster::new(&[1, 2, 3], 0..10);
+    c.tick(100);
+    let leader = c.leader_of(5).unwrap();
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    assert_eq!(c.nodes[&follower].groups.is_hibernating(5), Some(true));
+    let answer = c.groups(follower).read_index(5);
+    assert!(
+        matches!(
+            answer,
+            Err(GroupsError::Group {
+                group: 5,
+                error: Error::NotLeader { leader: Some(l) }
+            }) if l == leader
+        ),
+        "{answer:?}"
+    );
+    assert!(c.groups(follower).propose(5, data("misrouted")).is_err());
+    assert_eq!(c.nodes[&follower].groups.is_hibernating(5), Some(true));
+    let term = c.term_of(leader, 5);
+    c.tick(100);
+    assert_eq!(c.term_of(leader, 5), term, "no election followed");
+    assert_eq!(c.leader_of(5), Some(leader));
+}
+
+#[test]
+fn lease_reads_need_a_node_timeout_of_at_least_an_election_timeout() {
+    let lease = Config {
+        election_timeout_min_ticks: 10,
+        election_timeout_max_ticks: 20,
+        heartbeat_ticks: 2,
+        check_quorum: true,
+        read_mode: crate::config::ReadMode::Lease,
+        ..Config::default()
+    }
+    .validated()
+    .unwrap();
+    let short = GroupsConfig {
+        node_timeout_ticks: 6,
+        ..GroupsConfig::default()
+    };
+    assert!(matches!(
+        Groups::<T, MemLog>::new(1, 1, lease.clone(), short, 7),
+        Err(GroupsError::Config(_))
+    ));
+    assert!(Groups::<T, MemLog>::new(1, 1, lease, GroupsConfig::default(), 7).is_ok());
+}

@@ -174,7 +174,9 @@ where
         .clone()
         .validated()
         .map_err(|e| ClientError::Other(e.to_string()))?;
-    // A new incarnation at every start, so that peers can tell a restart from a pause.
+    // The start time as incarnation: it grows at every start, so that peers can tell a restart from a
+    // pause and drop late batches of an earlier life. (A wall clock set back across a restart makes peers
+    // drop this node's batches until it restarts again; NTP steps are far smaller than a restart.)
     let incarnation = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
