@@ -13,6 +13,14 @@ use tickraft::sim::{run, run_seed, Cluster, FaultMix, Report, SimConfig, SimFail
 /// Seeds that once failed; they must keep passing. A seed stands for its [`SimConfig::swarm`] configuration, so
 /// these replay the original failure only as long as the swarm generator and the simulator do not change.
 const REGRESSION_SEEDS: &[u64] = &[
+    // Safety: a single voter led a term it had not made durable; after a crash it won the same term again
+    // (two leaders in one term; conflicting entries under one term on a learner).
+    3_702_259_739_128_176_399,
+    15_864_405_426_856_154_181,
+    // Liveness bound: a backlog of thousands of one-entry appends under reordering outlasted it.
+    592_688_871_659_161_378,
+    6_732_651_009_716_697_390,
+    15_490_576_710_231_829_492,
     // A snapshot superseded while its Ready was outstanding was installed but not counted as applied.
     18_371_994_974_079_757_443,
     // Liveness: a leader outside an uncommitted C_new stepped down; nobody could be elected.

@@ -1895,10 +1895,9 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         let last_entry = entries.last().map(Entry::log_id);
         let hard_state = self.hard_state();
         let hard_state_changed = hard_state != self.prev_hard_state;
-        let must_sync = !entries.is_empty()
-            || snapshot.is_some()
-            || hard_state.term != self.prev_hard_state.term
+        let term_or_vote_changed = hard_state.term != self.prev_hard_state.term
             || hard_state.vote != self.prev_hard_state.vote;
+        let must_sync = !entries.is_empty() || snapshot.is_some() || term_or_vote_changed;
         let soft_state = self.soft_state();
         let soft_state_changed = soft_state != self.prev_soft_state;
 
@@ -1946,16 +1945,26 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
         self.prev_hard_state = hard_state.clone();
         self.prev_soft_state = soft_state;
         let snapshot_id = snapshot.as_ref().map(|s| s.meta.last);
+        let mut messages = std::mem::take(&mut self.messages);
+        let mut messages_after_persist = std::mem::take(&mut self.messages_after_persist);
+        if term_or_vote_changed && !messages.is_empty() {
+            // Nothing speaks for a term before the term and vote are durable. A leader elected at once
+            // (a single voter, say) would otherwise send appends of a term it can forget in a crash,
+            // then win the same term again after the restart and send different entries under it.
+            messages.append(&mut messages_after_persist);
+            messages_after_persist = messages;
+            messages = Vec::new();
+        }
         Ok(Some(Ready {
             snapshot,
-            messages: std::mem::take(&mut self.messages),
+            messages,
             entries,
             hard_state: hard_state_changed.then_some(hard_state),
             must_sync,
             soft_state: soft_state_changed.then_some(soft_state),
             after_persist: Persisted {
                 id,
-                messages: std::mem::take(&mut self.messages_after_persist),
+                messages: messages_after_persist,
                 committed,
                 read_states,
                 aborted_reads,

@@ -542,6 +542,45 @@ fn messages_that_must_wait_for_durability_are_not_in_the_sendable_list() {
 }
 
 #[test]
+fn a_new_leader_sends_nothing_before_its_term_and_vote_are_durable() {
+    // A single voter wins its election alone and at once; its appends to a learner still wait for its
+    // new term and self-vote to be durable. Otherwise a crash could make it forget the term, win it
+    // again after the restart, and send the learner different entries under the same term.
+    let log = MemLog::new(&[1]);
+    let mut core = core_with(1, log.clone(), config());
+    while !core.is_leader() {
+        core.tick().unwrap();
+    }
+    drain(&mut core, &log);
+    core.change_membership(MembershipChange::AddLearner(2))
+        .unwrap();
+    drain(&mut core, &log);
+    let term = core.term();
+    // Restart from the durable log: the next campaign wins at once.
+    let mut core = core_with(1, log.clone(), config());
+    while !core.is_leader() {
+        core.tick().unwrap();
+    }
+    assert_eq!(core.term(), term + 1);
+    let mut ready = core.ready().unwrap().unwrap();
+    assert_eq!(ready.hard_state().map(|hs| hs.term), Some(term + 1));
+    assert!(
+        ready.take_messages().is_empty(),
+        "nothing before the term is durable"
+    );
+    log.write(ready.entries(), ready.hard_state());
+    let mut persisted = ready.persisted();
+    let later = persisted.take_messages();
+    assert!(
+        later
+            .iter()
+            .any(|e| e.to == 2 && matches!(e.message.rpc, Rpc::AppendRequest(_))),
+        "{later:?}"
+    );
+    core.advance(persisted).unwrap();
+}
+
+#[test]
 fn advance_rejects_a_token_from_another_ready() {
     let mut a = core_with(1, MemLog::new(&[1]), config());
     let mut b = core_with(1, MemLog::new(&[1]), config());
