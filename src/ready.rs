@@ -5,7 +5,8 @@
 //!
 //! 1. From a [`Ready`], the caller may send [`Ready::take_messages`] at once (a leader's appends and
 //!    heartbeats: Raft thesis §10.2.1 lets a leader send before its own write is durable), and must persist
-//!    [`Ready::entries`] and [`Ready::hard_state`].
+//!    [`Ready::entries`] and [`Ready::hard_state`]. A `Ready` that changes the term or the vote has no
+//!    messages to send at once: nothing may speak for a term before the term is durable.
 //! 2. Once they are durable, the caller turns the `Ready` into [`Persisted`] with [`Ready::persisted`],
 //!    which consumes it. Only `Persisted` hands out the messages that vouch for durable state (vote and
 //!    pre-vote answers, append acknowledgements), the committed entries to apply and the reads to serve.

@@ -17,6 +17,9 @@ const REGRESSION_SEEDS: &[u64] = &[
     // (two leaders in one term; conflicting entries under one term on a learner).
     3_702_259_739_128_176_399,
     15_864_405_426_856_154_181,
+    // Checker: a leadership lost in a crash before its term was durable (nothing sent) was taken for a
+    // second leader of that term.
+    813_422_359_671_396_070,
     // Liveness bound: a backlog of thousands of one-entry appends under reordering outlasted it.
     592_688_871_659_161_378,
     6_732_651_009_716_697_390,

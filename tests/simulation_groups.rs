@@ -425,6 +425,8 @@ struct PendingWrite {
     ready: tickraft::groups::GroupsReady<SimTypes>,
     /// The writes, by group index.
     writes: BTreeMap<usize, Writes<SimTypes>>,
+    /// Per group with entries: the term of the entry they follow (registered once durable).
+    prev_terms: BTreeMap<usize, Term>,
     must_sync: bool,
     complete_at: u64,
 }
@@ -959,9 +961,18 @@ impl Sim {
         if !is_leader {
             return Ok(());
         }
-        self.inv[g]
-            .leader(term, id)
-            .map_err(|e| format!("group {group}: {e}"))?;
+        // A leadership counts once its term and self-vote are durable (before that, nothing it did left
+        // the node, and a crash makes it never have happened).
+        let durable = {
+            let disk = self.nodes[i].disks[g].borrow();
+            let hs = disk.hard_state();
+            (hs.term, hs.vote)
+        };
+        if durable == (term, Some(id)) {
+            self.inv[g]
+                .leader(term, id)
+                .map_err(|e| format!("group {group}: {e}"))?;
+        }
         if commit > old_commit {
             self.check_commit_quorum(i, g, commit)?;
         }
@@ -1199,7 +1210,7 @@ impl Sim {
                     ));
                 }
             }
-            self.check_ready(i, &writes, must_sync)?;
+            let prev_terms = self.check_ready(i, &writes, must_sync)?;
             let _ = write!(self.tracer.hash, "ready {id} {must_sync}");
             for (g, w) in &writes {
                 self.tracer.event(
@@ -1223,6 +1234,7 @@ impl Sim {
             self.nodes[i].write = Some(PendingWrite {
                 ready,
                 writes,
+                prev_terms,
                 must_sync,
                 complete_at: self.now + delay,
             });
@@ -1333,6 +1345,16 @@ impl Sim {
                 Rpc::VoteRequest(v) if !v.pre_vote && !vote_is_durable(node.id) => Some(format!(
                     "asks for votes in term {term} but its durable hard state is {hs:?}"
                 )),
+                Rpc::AppendRequest(_)
+                | Rpc::Heartbeat(_)
+                | Rpc::InstallSnapshot(_)
+                | Rpc::TimeoutNow
+                    if !vote_is_durable(node.id) =>
+                {
+                    Some(format!(
+                        "speaks as leader of term {term} but its durable hard state is {hs:?}"
+                    ))
+                }
                 _ => None,
             };
             if let Some(p) = problem {
@@ -1354,8 +1376,9 @@ impl Sim {
         i: usize,
         writes: &BTreeMap<usize, Writes<SimTypes>>,
         must_sync: bool,
-    ) -> Result<(), String> {
+    ) -> Result<BTreeMap<usize, Term>, String> {
         let id = self.nodes[i].id;
+        let mut prev_terms = BTreeMap::new();
         for (&g, w) in writes {
             let group = gid(g);
             let disk = self.nodes[i].disks[g].clone();
@@ -1417,11 +1440,9 @@ impl Sim {
                     }
                 }
             }
-            self.inv[g]
-                .appended(id, prev_term, &w.entries)
-                .map_err(|e| format!("group {group}: {e}"))?;
+            prev_terms.insert(g, prev_term);
         }
-        Ok(())
+        Ok(prev_terms)
     }
 
     /// A snapshot must hold exactly the state reached by applying the committed log up to its index.
@@ -1526,6 +1547,14 @@ impl Sim {
         let id = self.nodes[i].id;
         for (&g, writes) in &w.writes {
             self.persist(i, g, writes, w.must_sync)?;
+            // Entries count for log matching once durable: a leader's entries that a crash erased before
+            // they reached any disk were nobody's log (and `check_batch` makes sure a leader sends nothing
+            // for a term that is not durable yet).
+            if let Some(&prev_term) = w.prev_terms.get(&g) {
+                self.inv[g]
+                    .appended(id, prev_term, &writes.entries)
+                    .map_err(|e| format!("group {}: {e}", gid(g)))?;
+            }
             if let Some(snapshot) = &writes.snapshot {
                 self.nodes[i].sms[g] = KvStore::from_snapshot(&snapshot.data).map_err(|e| {
                     format!("node {id} group {}: cannot install snapshot: {e}", gid(g))

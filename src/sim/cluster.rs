@@ -35,6 +35,8 @@ const MAX_SENT_PER_TICK: u64 = 5_000;
 /// A write in progress: the `Ready` stays outstanding until the disk reports it durable.
 struct PendingWrite {
     ready: Ready<SimTypes>,
+    /// The term of the entry the Ready's entries follow (if it has any).
+    prev_term: Option<Term>,
     complete_at: u64,
 }
 
@@ -669,7 +671,17 @@ impl Cluster {
         if !core.is_leader() {
             return Ok(());
         }
-        self.invariants.leader(term, id)?;
+        // A leadership counts once its term and self-vote are durable: before that nothing it did has left
+        // the node, and a crash makes it never have happened (the node may then vote for another in that
+        // term).
+        let durable = {
+            let disk = node.disk.borrow();
+            let hs = disk.hard_state();
+            (hs.term, hs.vote)
+        };
+        if durable == (term, Some(id)) {
+            self.invariants.leader(term, id)?;
+        }
         if commit > old_commit {
             self.check_commit_quorum(i, commit)?;
         }
@@ -748,6 +760,18 @@ impl Cluster {
             Rpc::VoteRequest(v) if !v.pre_vote && !vote_is_durable(node.id) => Some(format!(
                 "asks for votes in term {term} but its durable hard state is {hs:?}"
             )),
+            // A leader speaks for its term only once the term and its self-vote are durable: otherwise a
+            // crash lets it win the same term again and say something else.
+            Rpc::AppendRequest(_)
+            | Rpc::Heartbeat(_)
+            | Rpc::InstallSnapshot(_)
+            | Rpc::TimeoutNow
+                if !vote_is_durable(node.id) =>
+            {
+                Some(format!(
+                    "speaks as leader of term {term} but its durable hard state is {hs:?}"
+                ))
+            }
             _ => None,
         };
         match problem {
@@ -907,7 +931,7 @@ impl Cluster {
             };
             self.observe(i)?;
             self.send_all(i, ready.take_messages())?;
-            self.check_ready(i, &ready)?;
+            let prev_term = self.check_ready(i, &ready)?;
             self.tracer.event(
                 self.now,
                 format_args!(
@@ -922,6 +946,7 @@ impl Cluster {
             let delay = self.rng.range_inclusive(0, self.faults.max_write_delay);
             self.nodes[i].write = Some(PendingWrite {
                 ready,
+                prev_term,
                 complete_at: self.now + delay,
             });
             self.check_new_leader(i)?;
@@ -951,9 +976,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// Checks a Ready's snapshot and entries against the node's durable log and registers the entries
-    /// (log matching).
-    fn check_ready(&mut self, i: usize, ready: &Ready<SimTypes>) -> Result<(), String> {
+    /// Checks a Ready's snapshot and entries against the node's durable log; returns the term of the entry
+    /// before the first new one, so that the entries can be registered (log matching) once durable.
+    fn check_ready(&mut self, i: usize, ready: &Ready<SimTypes>) -> Result<Option<Term>, String> {
         let node = &self.nodes[i];
         let id = node.id;
         let disk = node.disk.borrow();
@@ -987,7 +1012,7 @@ impl Cluster {
             None => disk.term(index - 1),
         };
         let Some(first) = ready.entries().first() else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(prev_term) = prev_of(first.index) else {
             return Err(format!(
@@ -1017,7 +1042,7 @@ impl Cluster {
             }
         }
         drop(disk);
-        self.invariants.appended(id, prev_term, ready.entries())
+        Ok(Some(prev_term))
     }
 
     /// A snapshot must hold exactly the state reached by applying the committed log up to its index.
@@ -1126,6 +1151,11 @@ impl Cluster {
         };
         self.persist(i, &w.ready)?;
         let id = self.nodes[i].id;
+        // Entries count for log matching once durable (or once a follower made them durable): a leader's
+        // entries that a crash erased before they reached any disk were never anybody's log.
+        if let Some(prev_term) = w.prev_term {
+            self.invariants.appended(id, prev_term, w.ready.entries())?;
+        }
         if let Some(snapshot) = w.ready.snapshot() {
             // Install into the state machine before applying anything after it.
             self.nodes[i].sm = KvStore::from_snapshot(&snapshot.data)
