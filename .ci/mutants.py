@@ -33,12 +33,12 @@ MUTANTS = [
     (
         "ack-append-before-durable",
         "src/core/mod.rs",
-        """        self.log.commit_to(req.commit.min(last_new))?;
-        self.send_after_persist(
-            from,""",
-        """        self.log.commit_to(req.commit.min(last_new))?;
-        self.send_now(
-            from,""",
+        """            self.incoming_snapshot = None; // the log caught up past it: a half-received snapshot is moot
+        }
+        self.send_after_persist(""",
+        """            self.incoming_snapshot = None; // the log caught up past it: a half-received snapshot is moot
+        }
+        self.send_now(""",
     ),
     (
         "grant-two-votes-in-one-term",
@@ -85,8 +85,14 @@ MUTANTS = [
     (
         "vote-request-does-not-persist-term",
         "src/core/mod.rs",
-        "            || hard_state.term != self.prev_hard_state.term\n            || hard_state.vote != self.prev_hard_state.vote",
-        "            && false",
+        "let must_sync = !entries.is_empty() || snapshot.is_some() || term_or_vote_changed;",
+        "let must_sync = !entries.is_empty() || snapshot.is_some();",
+    ),
+    (
+        "leader-speaks-before-its-term-is-durable",
+        "src/core/mod.rs",
+        "if term_or_vote_changed && !messages.is_empty() {",
+        "if false && term_or_vote_changed && !messages.is_empty() {",
     ),
     (
         "applied-past-durable",

@@ -2477,6 +2477,10 @@ const FIXED_SEEDS: &[(u64, Variant)] = &[
     (15_100_985_339_836_809_988, Variant::Swarm),
     (2_365_363_291_441_071_459, Variant::Swarm),
     (13_864_080_024_621_994_765, Variant::Swarm),
+    // Heartbeats piled up in the cores while a slow write held their Readies back, then left at once.
+    (7_470_875_008_127_273_109, Variant::Swarm),
+    (9_711_476_395_748_970_524, Variant::Swarm),
+    (18_094_994_540_571_638_314, Variant::Swarm),
 ];
 
 struct Outcomes {

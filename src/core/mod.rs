@@ -1813,6 +1813,10 @@ impl<C: RaftTypeConfig, S: LogView<C>> RaftCore<C, S> {
             let lease = self.lease.get_or_insert_with(Box::default);
             lease.sent.push_back((read_seq, now));
         }
+        // A heartbeat not yet taken (a slow write holds the Ready back) is superseded by this one: its
+        // answers confirm everything the older one would have (read sequence numbers only grow).
+        self.messages
+            .retain(|e| !matches!(e.message.rpc, Rpc::Heartbeat(_)));
         let commit = self.log.committed;
         let peers: Vec<(C::NodeId, Index)> = self
             .progress

@@ -581,6 +581,30 @@ fn a_new_leader_sends_nothing_before_its_term_and_vote_are_durable() {
 }
 
 #[test]
+fn a_slow_write_does_not_pile_up_heartbeats() {
+    let mut c = Cluster::new(&[1, 2, 3], config());
+    c.campaign(1);
+    c.core(1).propose(data("x")).unwrap();
+    // The leader's write is slow: its Ready stays outstanding while the clock runs.
+    let ready = c.core(1).ready().unwrap().unwrap();
+    for _ in 0..10 {
+        c.core(1).tick().unwrap();
+    }
+    let persisted = ready.persisted();
+    c.core(1).advance(persisted).unwrap();
+    let mut ready = c.core(1).ready().unwrap().unwrap();
+    let heartbeats_to_2 = ready
+        .take_messages()
+        .iter()
+        .filter(|e| e.to == 2 && matches!(e.message.rpc, Rpc::Heartbeat(_)))
+        .count();
+    assert_eq!(
+        heartbeats_to_2, 1,
+        "only the latest heartbeat is worth sending"
+    );
+}
+
+#[test]
 fn advance_rejects_a_token_from_another_ready() {
     let mut a = core_with(1, MemLog::new(&[1]), config());
     let mut b = core_with(1, MemLog::new(&[1]), config());
