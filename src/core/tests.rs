@@ -389,6 +389,23 @@ fn a_new_leader_overwrites_a_followers_conflicting_uncommitted_tail() {
 }
 
 #[test]
+fn a_follower_commits_only_up_to_the_last_entry_the_leader_sent() {
+    // Node 2 holds a stale entry 3@1 that the leader of term 2 never had (its 3 is 3@2, committed).
+    // An append that brings entry 2 with the leader's commit index 4 commits 2, not the stale 3.
+    let follower_log = MemLog::with_terms(&[1, 2, 3], &[1, 1, 1]);
+    let mut follower = core_with(2, follower_log, config());
+    let append = AppendRequest {
+        prev: LogId { term: 1, index: 1 },
+        entries: vec![crate::core::test_log::entry(1, 2)],
+        commit: 4,
+    };
+    follower
+        .step(1, message(2, Rpc::AppendRequest(append)))
+        .unwrap();
+    assert_eq!(follower.commit_index(), 2);
+}
+
+#[test]
 fn backtracking_converges_in_one_round_trip_per_conflicting_term() {
     // Raft Figure 7 (f): the follower holds a long tail of terms 2 and 3 that the leader never had.
     let leader_terms = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
