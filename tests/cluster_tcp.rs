@@ -28,6 +28,30 @@ fn voters(ids: &[u64]) -> Membership<Kv> {
     Membership::new_voters(ids.iter().copied())
 }
 
+/// Reads group `group`'s whole map on node `node`, linearizably, moving the group's leadership back to
+/// `node` whenever it has moved on.
+async fn read_map_on(
+    cluster: &Cluster,
+    node: u64,
+    group: u64,
+    what: &str,
+) -> BTreeMap<String, String> {
+    let handle = cluster.handle(node);
+    guard(what, async {
+        loop {
+            match handle
+                .read(group, |m: &tcp_cluster::Machine| m.map().clone())
+                .await
+            {
+                Ok(map) => return map,
+                Err(ClientError::NotLeader { .. }) => cluster.transfer(group, node).await,
+                Err(e) => panic!("read of group {group} on node {node}: {e}"),
+            }
+        }
+    })
+    .await
+}
+
 /// Proposes on `handle` directly (no redirection), retrying while it is not (yet) the leader.
 async fn propose_on(handle: &Handle, group: u64, key: &str, value: &str) -> KvResponse {
     guard(
@@ -203,21 +227,7 @@ async fn a_stopped_node_restarts_from_disk_and_catches_up() {
             .unwrap()
             .insert(key.into(), value.clone());
         cluster.transfer(group, VICTIM).await;
-        let handle = cluster.handle(VICTIM);
-        let map = guard("a read on the restarted node", async {
-            loop {
-                match handle
-                    .read(group, |m: &tcp_cluster::Machine| m.map().clone())
-                    .await
-                {
-                    Ok(map) => return map,
-                    // Leadership may have moved on again; bring it back.
-                    Err(ClientError::NotLeader { .. }) => cluster.transfer(group, VICTIM).await,
-                    Err(e) => panic!("read of group {group} on node {VICTIM}: {e}"),
-                }
-            }
-        })
-        .await;
+        let map = read_map_on(&cluster, VICTIM, group, "a read on the restarted node").await;
         assert_eq!(
             map.get(key),
             Some(&value),
@@ -426,19 +436,7 @@ async fn a_new_node_joins_as_learner_then_voter_then_leads() {
             .get_mut(&group)
             .unwrap()
             .insert("led-by".into(), "4".into());
-        let map = guard("a read on the new leader", async {
-            loop {
-                match handle
-                    .read(group, |m: &tcp_cluster::Machine| m.map().clone())
-                    .await
-                {
-                    Ok(map) => return map,
-                    Err(ClientError::NotLeader { .. }) => cluster.transfer(group, NEW).await,
-                    Err(e) => panic!("read of group {group} on node {NEW}: {e}"),
-                }
-            }
-        })
-        .await;
+        let map = read_map_on(&cluster, NEW, group, "a read on the new leader").await;
         assert_eq!(map, expected[&group], "group {group}: state on node {NEW}");
     }
     cluster.shutdown().await;

@@ -4,11 +4,16 @@
 //! - `SIM_SEEDS=100000 SIM_SEED_BASE=<b> cargo test --release -p tickraft --test simulation -- --ignored soak`
 //!   runs a soak.
 
+#[path = "support/seeds.rs"]
+mod seeds;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use tickraft::sim::{run, run_seed, Cluster, FaultMix, Report, SimConfig, SimFailure, SimRng};
+use tickraft::sim::{run, run_seed, Cluster, FaultMix, Report, SimConfig, SimFailure};
+
+use seeds::{derive_seed, env_u64};
 
 /// Seeds that once failed; they must keep passing. A seed stands for its [`SimConfig::swarm`] configuration, so
 /// these replay the original failure only as long as the swarm generator and the simulator do not change.
@@ -54,21 +59,6 @@ const REGRESSION_SEEDS: &[u64] = &[
 /// The base from which the CI seeds derive.
 const CI_SEED_BASE: u64 = 0x7469_636b_7261_6674; // "tickraft"
 const CI_SEEDS: u64 = 1000;
-
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    let value = value.trim();
-    let parsed = match value.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => value.parse(),
-    };
-    Some(parsed.unwrap_or_else(|_| panic!("{name}={value} is not a u64")))
-}
-
-/// The `i`-th seed derived from `base`.
-fn derive_seed(base: u64, i: u64) -> u64 {
-    SimRng::new(base.wrapping_add(i)).next_u64()
-}
 
 /// What a batch of seeds did.
 struct Batch {

@@ -20,6 +20,9 @@
 //! - `SIM_SEEDS=2000 [SIM_SEED_BASE=<b>] cargo test --release -p tickraft --test simulation_groups --
 //!   --ignored soak --nocapture` runs a soak.
 
+#[path = "support/seeds.rs"]
+mod seeds;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::{self, Write as _};
@@ -31,13 +34,15 @@ use std::time::Instant;
 use tickraft::groups::GroupWrite;
 use tickraft::message::AppendResponse;
 use tickraft::sim::{
-    check_history, CheckError, Disk, DiskView, FaultMix, Fnv64, HistoryOp, Invariants, KvCommand,
-    KvOp, KvOutput, KvStore, Outcome, SimRng, SimTypes, Workload,
+    check_history, random_op, CheckError, Disk, DiskView, FaultMix, Fnv64, HistoryOp, Invariants,
+    KvCommand, KvOp, KvOutput, KvStore, Outcome, SimRng, SimTypes, Workload,
 };
 use tickraft::{
     Config, Entry, Error, Groups, GroupsConfig, GroupsError, Index, LogId, Membership, NodeBatch,
     RaftCore, Rpc, Snapshot, Term, ValidConfig, Writes,
 };
+
+use seeds::{derive_seed, env_u64};
 
 type SimGroups = Groups<SimTypes, DiskView>;
 type Core = RaftCore<SimTypes, DiskView>;
@@ -1504,31 +1509,8 @@ impl Sim {
         )
         .map_err(|e| format!("node {id} group {group}: {e}"))?;
         let new = disk.hard_state();
-        if new.term < old.term {
-            return Err(format!(
-                "node {id} group {group}: durable term went back from {} to {}",
-                old.term, new.term
-            ));
-        }
-        if new.term == old.term && old.vote.is_some() && new.vote != old.vote {
-            return Err(format!(
-                "node {id} group {group}: durable vote changed from {:?} to {:?} within term {}",
-                old.vote, new.vote, new.term
-            ));
-        }
-        if new.commit < old.commit {
-            return Err(format!(
-                "node {id} group {group}: durable commit index went back from {} to {}",
-                old.commit, new.commit
-            ));
-        }
-        if new.commit > disk.last_index() {
-            return Err(format!(
-                "node {id} group {group}: durable commit index {} is past the durable last index {}",
-                new.commit,
-                disk.last_index()
-            ));
-        }
+        Invariants::durable_change(&old, new, disk.last_index())
+            .map_err(|e| format!("node {id} group {group}: {e}"))?;
         let last = disk.last_index();
         let hs = new.clone();
         drop(disk);
@@ -1785,22 +1767,7 @@ impl Sim {
                 };
                 let key = gid(g) * KEY_STRIDE + self.rng.range_inclusive(1, w.keys.max(1));
                 let value = client.id * 1_000_000 + seq;
-                let op = if self.rng.range(0, 100) < w.read_percent {
-                    KvOp::Get { key }
-                } else if self.rng.range(0, 100) < w.cas_percent {
-                    let expected = if self.rng.range(0, 4) == 0 {
-                        None
-                    } else {
-                        client.seen.get(&key).copied().flatten()
-                    };
-                    KvOp::Cas {
-                        key,
-                        expected,
-                        new: value,
-                    }
-                } else {
-                    KvOp::Put { key, value }
-                };
+                let op = random_op(w, &mut self.rng, key, value, &client.seen);
                 self.history.push(HistoryOp {
                     client: client.id,
                     seq,
@@ -2233,32 +2200,7 @@ impl Sim {
         let mut out = Vec::with_capacity(self.history.len());
         for h in &self.history {
             let effect = self.effects.get(&(h.client, h.seq)).copied();
-            let outcome = match (h.outcome, effect) {
-                (Outcome::Unknown | Outcome::Pending, Some((tick, output))) => {
-                    Outcome::Applied { tick, output }
-                }
-                (Outcome::Unknown | Outcome::Pending, None) => Outcome::Failed,
-                (Outcome::Failed, Some(_)) => {
-                    return Err(format!(
-                        "client {} gave up on {:?} (seq {}) before any node accepted it, yet it was applied",
-                        h.client, h.op, h.seq
-                    ));
-                }
-                (Outcome::Ok { output, .. }, Some((_, applied))) if output != applied => {
-                    return Err(format!(
-                        "client {} got {output:?} for {:?} (seq {}) but the command had output {applied:?} \
-                         when it took effect",
-                        h.client, h.op, h.seq
-                    ));
-                }
-                (Outcome::Ok { .. }, None) if h.op.is_write() => {
-                    return Err(format!(
-                        "client {} got an answer for {:?} (seq {}) but the command was never applied",
-                        h.client, h.op, h.seq
-                    ));
-                }
-                (other, _) => other,
-            };
+            let outcome = h.resolve(effect, false)?;
             out.push(HistoryOp { outcome, ..*h });
         }
         Ok(out)
@@ -2445,20 +2387,6 @@ fn describe_awake(sim: &Sim) -> String {
 }
 
 // ----- running many seeds -----
-
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    let value = value.trim();
-    let parsed = match value.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => value.parse(),
-    };
-    Some(parsed.unwrap_or_else(|_| panic!("{name}={value} is not a u64")))
-}
-
-fn derive_seed(base: u64, i: u64) -> u64 {
-    SimRng::new(base.wrapping_add(i)).next_u64()
-}
 
 /// The base from which the CI seeds derive.
 const CI_SEED_BASE: u64 = 0x6772_6f75_7073_696d; // "groupsim"
@@ -2910,15 +2838,13 @@ fn a_partitioned_node_rejoins_sleeping_groups_without_check_quorum() {
 
 fn partition_scenario(seed: u64, pre_vote: bool, check_quorum: bool) {
     const GROUPS: usize = 60;
-    let mut spec = Spec::quiet(seed, 3, GROUPS);
-    spec.raft.pre_vote = pre_vote;
-    spec.raft.check_quorum = check_quorum;
-    let mut sim = Sim::new(spec).unwrap_or_else(|f| panic!("{f}"));
-    sim.calm = true;
+    let mut sim = settled_sim(seed, GROUPS, "partition scenario", |spec| {
+        spec.raft.pre_vote = pre_vote;
+        spec.raft.check_quorum = check_quorum;
+    });
     let ctx = |what: String| {
         format!("partition scenario, seed {seed} (pre-vote {pre_vote}, check-quorum {check_quorum}): {what}")
     };
-    settle(&mut sim, 1_000).unwrap_or_else(|e| panic!("{}", ctx(e)));
     let victim = 3;
     let node_timeout = u64::from(sim.spec.groups_config.node_timeout_ticks);
     let election = u64::from(sim.raft.election_timeout_max_ticks);
@@ -2942,6 +2868,17 @@ fn partition_scenario(seed: u64, pre_vote: bool, check_quorum: bool) {
          groups settled and asleep at {}",
         sim.now
     );
+}
+
+/// A quiet cluster of 3 nodes and `groups` groups, its spec adjusted by `adjust`, in its calm phase,
+/// ticked until every group elected and everything sleeps (`what` names the scenario if that fails).
+fn settled_sim(seed: u64, groups: usize, what: &str, adjust: impl FnOnce(&mut Spec)) -> Sim {
+    let mut spec = Spec::quiet(seed, 3, groups);
+    adjust(&mut spec);
+    let mut sim = Sim::new(spec).unwrap_or_else(|f| panic!("{f}"));
+    sim.calm = true;
+    settle(&mut sim, 1_000).unwrap_or_else(|e| panic!("{what}, seed {seed}: {e}"));
+    sim
 }
 
 /// Ticks until every group has a leader every replica follows and every replica sleeps, or `deadline`.
@@ -2968,11 +2905,9 @@ fn settle(sim: &mut Sim, deadline: u64) -> Result<(), String> {
 #[test]
 fn idle_groups_hibernate_beside_a_busy_one() {
     const GROUPS: usize = 8;
-    let mut spec = Spec::quiet(31, 3, GROUPS);
-    spec.faults.max_write_delay = 1;
-    let mut sim = Sim::new(spec).unwrap_or_else(|f| panic!("{f}"));
-    sim.calm = true;
-    settle(&mut sim, 1_000).unwrap_or_else(|e| panic!("idle beside busy: {e}"));
+    let mut sim = settled_sim(31, GROUPS, "idle beside busy", |spec| {
+        spec.faults.max_write_delay = 1
+    });
     let busy = 0;
     let start = sim.now;
     let bound = 300;
@@ -3048,15 +2983,13 @@ fn requests_to_followers_do_not_disturb_sleeping_groups() {
         (44, false, true),
     ] {
         const GROUPS: usize = 60;
-        let mut spec = Spec::quiet(seed, 3, GROUPS);
-        spec.raft.pre_vote = pre_vote;
-        spec.raft.check_quorum = check_quorum;
-        let mut sim = Sim::new(spec).unwrap_or_else(|f| panic!("{f}"));
-        sim.calm = true;
+        let mut sim = settled_sim(seed, GROUPS, "misdirected requests", |spec| {
+            spec.raft.pre_vote = pre_vote;
+            spec.raft.check_quorum = check_quorum;
+        });
         let ctx = |what: String| {
             format!("misdirected requests, seed {seed} (pre-vote {pre_vote}, check-quorum {check_quorum}): {what}")
         };
-        settle(&mut sim, 1_000).unwrap_or_else(|e| panic!("{}", ctx(e)));
         let terms: Vec<Term> = (0..GROUPS)
             .map(|g| sim.leader_of(g).map_or(0, |(_, t)| t))
             .collect();
@@ -3112,11 +3045,9 @@ fn a_late_batch_from_a_previous_incarnation_is_not_a_restart() {
 
 fn late_batch_scenario(seed: u64, pre_vote: bool) -> Result<(), String> {
     const GROUPS: usize = 60;
-    let mut spec = Spec::quiet(seed, 3, GROUPS);
-    spec.raft.pre_vote = pre_vote;
-    let mut sim = Sim::new(spec).unwrap_or_else(|f| panic!("{f}"));
-    sim.calm = true;
-    settle(&mut sim, 1_000).unwrap_or_else(|e| panic!("late batch: {e}"));
+    let mut sim = settled_sim(seed, GROUPS, "late batch", |spec| {
+        spec.raft.pre_vote = pre_vote
+    });
     // An (empty, liveness-only) batch of node 3's first life, kept back.
     let stale = NodeBatch::<SimTypes>::new(3, 1, sim.nodes[2].incarnation);
     let now = sim.now;

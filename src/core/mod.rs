@@ -9,7 +9,7 @@ pub mod log;
 pub mod membership;
 pub mod progress;
 pub mod quorum;
-mod rng;
+pub(crate) mod rng;
 
 #[cfg(test)]
 pub(crate) mod test_log;

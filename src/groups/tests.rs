@@ -153,6 +153,23 @@ impl Cluster {
         }
     }
 
+    /// Restarts node `id`: a new `Groups` with `incarnation` over the same durable logs, its state
+    /// machines emptied (they are rebuilt from the log).
+    fn restart(&mut self, id: u64, incarnation: u64) {
+        let peers: Vec<u64> = self.nodes.keys().copied().collect();
+        let node = self.nodes.get_mut(&id).unwrap();
+        let mut restarted =
+            Groups::new(id, incarnation, raft_config(), GroupsConfig::default(), 9).unwrap();
+        for peer in peers {
+            restarted.add_peer(peer);
+        }
+        for (g, log) in &node.logs {
+            restarted.create_group(*g, log.clone(), 0).unwrap();
+        }
+        node.groups = restarted;
+        node.applied.clear();
+    }
+
     fn leader_of(&self, group: u64) -> Option<u64> {
         let leaders: Vec<u64> = self
             .nodes
@@ -341,17 +358,7 @@ fn a_restarted_node_rejoins_and_only_groups_that_need_it_wake() {
     let groups: Vec<u64> = (0..20).collect();
     let mut c = Cluster::new(&[1, 2, 3], groups.clone());
     c.tick(100);
-    // Node 3 restarts: a new Groups over the same durable logs, with a new incarnation.
-    let logs = c.nodes[&3].logs.clone();
-    let mut restarted = Groups::new(3, 2, raft_config(), GroupsConfig::default(), 9).unwrap();
-    for peer in [1, 2, 3] {
-        restarted.add_peer(peer);
-    }
-    for (g, log) in &logs {
-        restarted.create_group(*g, log.clone(), 0).unwrap();
-    }
-    c.nodes.get_mut(&3).unwrap().groups = restarted;
-    c.nodes.get_mut(&3).unwrap().applied.clear();
+    c.restart(3, 2);
     c.tick(100);
     for g in &groups {
         let leader = c.leader_of(*g).unwrap();
@@ -445,15 +452,7 @@ fn a_late_batch_from_an_earlier_life_of_a_peer_is_dropped_not_taken_for_a_restar
     let groups: Vec<u64> = (0..20).collect();
     let mut c = Cluster::new(&[1, 2, 3], groups.clone());
     c.tick(100);
-    let logs = c.nodes[&3].logs.clone();
-    let mut restarted = Groups::new(3, 2, raft_config(), GroupsConfig::default(), 9).unwrap();
-    for peer in [1, 2, 3] {
-        restarted.add_peer(peer);
-    }
-    for (g, log) in &logs {
-        restarted.create_group(*g, log.clone(), 0).unwrap();
-    }
-    c.nodes.get_mut(&3).unwrap().groups = restarted;
+    c.restart(3, 2);
     c.tick(100);
     let woken_before = c.nodes[&1].groups.stats().woken_by_liveness;
     // A batch of node 3's first life, held back by the network until now.

@@ -305,36 +305,8 @@ impl Cluster {
                 KvOp::Cas { new, .. } => Some(new),
                 KvOp::Get { .. } => None,
             };
-            let outcome = match (h.outcome, effect) {
-                (Outcome::Unknown | Outcome::Pending, Some((tick, output))) => {
-                    if !observed_only || written.is_some_and(|v| observed.contains(&v)) {
-                        Outcome::Applied { tick, output }
-                    } else {
-                        Outcome::Unknown
-                    }
-                }
-                (Outcome::Unknown | Outcome::Pending, None) => Outcome::Failed,
-                (Outcome::Failed, Some(_)) => {
-                    return Err(format!(
-                        "client {} gave up on {:?} (seq {}) before any node accepted it, yet it was applied",
-                        h.client, h.op, h.seq
-                    ));
-                }
-                (Outcome::Ok { output, .. }, Some((_, applied))) if output != applied => {
-                    return Err(format!(
-                        "client {} got {output:?} for {:?} (seq {}) but the command had output {applied:?} \
-                         when it took effect",
-                        h.client, h.op, h.seq
-                    ));
-                }
-                (Outcome::Ok { .. }, None) if h.op.is_write() => {
-                    return Err(format!(
-                        "client {} got an answer for {:?} (seq {}) but the command was never applied",
-                        h.client, h.op, h.seq
-                    ));
-                }
-                (other, _) => other,
-            };
+            let keep_unknown = observed_only && !written.is_some_and(|v| observed.contains(&v));
+            let outcome = h.resolve(effect, keep_unknown)?;
             out.push(HistoryOp { outcome, ..*h });
         }
         Ok(out)
@@ -1112,31 +1084,8 @@ impl Cluster {
         .map_err(|e| format!("node {}: {e}", node.id))?;
         let new = disk.hard_state();
         let id = node.id;
-        if new.term < old.term {
-            return Err(format!(
-                "node {id}: durable term went back from {} to {}",
-                old.term, new.term
-            ));
-        }
-        if new.term == old.term && old.vote.is_some() && new.vote != old.vote {
-            return Err(format!(
-                "node {id}: durable vote changed from {:?} to {:?} within term {}",
-                old.vote, new.vote, new.term
-            ));
-        }
-        if new.commit < old.commit {
-            return Err(format!(
-                "node {id}: durable commit index went back from {} to {}",
-                old.commit, new.commit
-            ));
-        }
-        if new.commit > disk.last_index() {
-            return Err(format!(
-                "node {id}: durable commit index {} is past the durable last index {}",
-                new.commit,
-                disk.last_index()
-            ));
-        }
+        Invariants::durable_change(&old, new, disk.last_index())
+            .map_err(|e| format!("node {id}: {e}"))?;
         self.tracer.event(
             self.now,
             format_args!("persist {id} {} {:?};", disk.last_index(), new),

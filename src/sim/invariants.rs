@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::types::{Entry, EntryPayload, Index, Term};
+use crate::types::{Entry, EntryPayload, HardState, Index, Term};
 
 use super::kv::SimTypes;
 
@@ -27,6 +27,40 @@ pub struct Invariants {
 }
 
 impl Invariants {
+    /// A durable hard state may only move forward: the term never goes back, the vote never changes
+    /// within a term, the commit index never goes back nor past the durable last index.
+    pub fn durable_change(
+        old: &HardState<SimTypes>,
+        new: &HardState<SimTypes>,
+        last_index: Index,
+    ) -> Result<(), String> {
+        if new.term < old.term {
+            return Err(format!(
+                "durable term went back from {} to {}",
+                old.term, new.term
+            ));
+        }
+        if new.term == old.term && old.vote.is_some() && new.vote != old.vote {
+            return Err(format!(
+                "durable vote changed from {:?} to {:?} within term {}",
+                old.vote, new.vote, new.term
+            ));
+        }
+        if new.commit < old.commit {
+            return Err(format!(
+                "durable commit index went back from {} to {}",
+                old.commit, new.commit
+            ));
+        }
+        if new.commit > last_index {
+            return Err(format!(
+                "durable commit index {} is past the durable last index {last_index}",
+                new.commit
+            ));
+        }
+        Ok(())
+    }
+
     /// No knowledge yet.
     pub fn new() -> Self {
         Self::default()

@@ -65,7 +65,7 @@ pub use self::faults::FaultMix;
 pub use self::invariants::Invariants;
 pub use self::kv::{KvCommand, KvOp, KvOutput, KvStore, SimTypes};
 pub use self::rng::{Fnv64, SimRng};
-pub use self::workload::{HistoryOp, Outcome, Workload};
+pub use self::workload::{random_op, HistoryOp, Outcome, Workload};
 
 /// Everything that defines a simulation run.
 #[derive(Debug, Clone, PartialEq, Eq)]

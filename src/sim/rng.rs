@@ -1,26 +1,26 @@
 //! The simulator's only source of randomness.
 
-/// SplitMix64 (Steele, Lea and Flood, 2014): a tiny, fast generator whose whole state is one `u64`, so
-/// that a simulation is a pure function of its seed on every platform and every Rust version (unlike
-/// `rand`'s default generators, whose algorithm may change between releases).
+use crate::core::rng::SplitMix64;
+
+/// The core's SplitMix64 (Steele, Lea and Flood, 2014): a tiny, fast generator whose whole state is one
+/// `u64`, so that a simulation is a pure function of its seed on every platform and every Rust version
+/// (unlike `rand`'s default generators, whose algorithm may change between releases).
 #[derive(Debug, Clone)]
 pub struct SimRng {
-    state: u64,
+    inner: SplitMix64,
 }
 
 impl SimRng {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        SimRng { state: seed }
+        SimRng {
+            inner: SplitMix64::new(seed),
+        }
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.inner.next_u64()
     }
 
     /// A value in `[low, high)`; `low` when the range is empty.

@@ -87,6 +87,77 @@ pub struct HistoryOp {
     pub outcome: Outcome,
 }
 
+impl HistoryOp {
+    /// The outcome of this operation resolved against the effect its command had in the cluster (the
+    /// tick and output of its first application, if it was applied): an unknown or pending operation
+    /// that took effect becomes [`Outcome::Applied`] (or stays unknown with `keep_unknown`), one that did
+    /// not becomes [`Outcome::Failed`]. An answer that contradicts the effect is an error.
+    pub fn resolve(
+        &self,
+        effect: Option<(u64, KvOutput)>,
+        keep_unknown: bool,
+    ) -> Result<Outcome, String> {
+        let h = self;
+        Ok(match (h.outcome, effect) {
+            (Outcome::Unknown | Outcome::Pending, Some((tick, output))) => {
+                if keep_unknown {
+                    Outcome::Unknown
+                } else {
+                    Outcome::Applied { tick, output }
+                }
+            }
+            (Outcome::Unknown | Outcome::Pending, None) => Outcome::Failed,
+            (Outcome::Failed, Some(_)) => {
+                return Err(format!(
+                    "client {} gave up on {:?} (seq {}) before any node accepted it, yet it was applied",
+                    h.client, h.op, h.seq
+                ));
+            }
+            (Outcome::Ok { output, .. }, Some((_, applied))) if output != applied => {
+                return Err(format!(
+                    "client {} got {output:?} for {:?} (seq {}) but the command had output {applied:?} \
+                     when it took effect",
+                    h.client, h.op, h.seq
+                ));
+            }
+            (Outcome::Ok { .. }, None) if h.op.is_write() => {
+                return Err(format!(
+                    "client {} got an answer for {:?} (seq {}) but the command was never applied",
+                    h.client, h.op, h.seq
+                ));
+            }
+            (other, _) => other,
+        })
+    }
+}
+
+/// A random operation of `workload` on `key`; a write writes `value`, and a compare-and-set expects the
+/// value `seen` last showed for the key (or, one time in four, its absence).
+pub fn random_op(
+    workload: &Workload,
+    rng: &mut SimRng,
+    key: u64,
+    value: u64,
+    seen: &BTreeMap<u64, Option<u64>>,
+) -> KvOp {
+    if rng.range(0, 100) < workload.read_percent {
+        KvOp::Get { key }
+    } else if rng.range(0, 100) < workload.cas_percent {
+        let expected = if rng.range(0, 4) == 0 {
+            None
+        } else {
+            seen.get(&key).copied().flatten()
+        };
+        KvOp::Cas {
+            key,
+            expected,
+            new: value,
+        }
+    } else {
+        KvOp::Put { key, value }
+    }
+}
+
 /// The operation a client has open.
 #[derive(Debug, Clone)]
 pub(crate) struct OpenOp {
@@ -131,23 +202,7 @@ impl Client {
         let key = rng.range_inclusive(1, workload.keys.max(1));
         // Values are unique per client and operation, which makes histories easy to check.
         let value = self.id * 1_000_000 + seq;
-        let op = if rng.range(0, 100) < workload.read_percent {
-            KvOp::Get { key }
-        } else if rng.range(0, 100) < workload.cas_percent {
-            let expected = if rng.range(0, 4) == 0 {
-                None
-            } else {
-                self.seen.get(&key).copied().flatten()
-            };
-            KvOp::Cas {
-                key,
-                expected,
-                new: value,
-            }
-        } else {
-            KvOp::Put { key, value }
-        };
-        (seq, op)
+        (seq, random_op(workload, rng, key, value, &self.seen))
     }
 
     /// Remembers what an answered operation revealed about its key.
